@@ -1,0 +1,12 @@
+# Every dependency comes from a Debian package (see README: setup).
+find_package(Threads REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+set(BLA_VENDOR OpenBLAS)
+find_package(BLAS REQUIRED)
+find_package(CLI11 CONFIG QUIET)
+find_path(CLI11_INCLUDE CLI/CLI.hpp REQUIRED)
+find_path(HTTPLIB_INCLUDE httplib.h REQUIRED)
+find_package(GTest REQUIRED)

@@ -1,0 +1,117 @@
+// The op interface the model is written against, once. Each op has a readable f32 CPU
+// reference (backend/cpu) and, later, a CUDA implementation. Tensors are row-major and
+// contiguous; shapes are given per argument. Ops write into preallocated outputs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/batch.h"
+#include "core/tensor.h"
+
+namespace bf {
+
+// Gated DeltaNet state pool: per layer, per slot. conv: [num_slots, conv_dim, kernel-1]
+// (oldest input first); recurrent: [num_slots, num_v_heads, k_head_dim, v_head_dim] (f32).
+struct GdnStatePool {
+  Tensor conv;
+  Tensor recurrent;
+};
+
+// Paged KV cache of one full-attention layer: [num_blocks, block_size, num_kv_heads, head_dim].
+struct KvCache {
+  Tensor k;
+  Tensor v;
+  int32_t block_size() const { return static_cast<int32_t>(k.dim(1)); }
+};
+
+struct GdnDims {
+  int32_t num_k_heads = 0;   // Hk (q and k heads)
+  int32_t num_v_heads = 0;   // Hv; value head h uses key head h / (Hv / Hk)
+  int32_t k_head_dim = 0;    // dk
+  int32_t v_head_dim = 0;    // dv
+};
+
+struct AttentionParams {
+  float scale = 1.0f;   // softmax scale, usually 1/sqrt(head_dim)
+  bool causal = true;   // new tokens see cached context plus earlier new tokens of their sequence
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+
+  // Converts host f32 weights into this backend's storage (identity on the CPU).
+  virtual Tensor upload(const Tensor& host_f32) = 0;
+  virtual Tensor empty(Shape shape, DType dtype = DType::kF32) = 0;
+  virtual Tensor zeros(Shape shape, DType dtype = DType::kF32) = 0;
+  virtual Tensor to_host(const Tensor& tensor) = 0;  // f32 host copy
+
+  // out[t, :] = table[ids[t], :]. table: [vocab, hidden]; out: [T, hidden].
+  virtual void embedding(const std::vector<int32_t>& ids, const Tensor& table, Tensor& out) = 0;
+  // out = x · wᵀ. x: [T, in]; w: [out_features, in]; out: [T, out_features].
+  virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
+  // RMSNorm over the last dim of x viewed as [rows, dim]; w: [dim]. one_centered: y = x̂·(1+w)
+  // (Qwen3.5's zero-centred norms), else y = x̂·w.
+  virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, bool one_centered,
+                        Tensor& out) = 0;
+  // Fused residual add + norm: residual += x; out = rms_norm(residual). x may alias out.
+  virtual void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                            bool one_centered, Tensor& out) = 0;
+  // a += b (same shape).
+  virtual void add(Tensor& a, const Tensor& b) = 0;
+  // Gated RMSNorm of the GDN output: y = w ⊙ rms_norm(o) ⊙ silu(z), per row of head_dim.
+  // o, z, out: [rows, head_dim] (any leading shape); w: [head_dim] (plain, not 1+w).
+  virtual void gated_rms_norm(const Tensor& o, const Tensor& z, const Tensor& w, float eps,
+                              Tensor& out) = 0;
+  // NeoX (rotate-half) RoPE on the first rotary_dim dims of each head, in place.
+  // x: [T, heads, head_dim]; positions: [T].
+  virtual void rope(Tensor& x, const std::vector<int32_t>& positions, int32_t rotary_dim,
+                    float theta) = 0;
+  // out = silu(gate) ⊙ up. gate, up, out: [T, n].
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // x *= sigmoid(gate), elementwise, same shape.
+  virtual void sigmoid_mul(Tensor& x, const Tensor& gate) = 0;
+
+  // Causal depthwise conv1d + SiLU over each sequence's new tokens, continuing from the
+  // sequence's conv state when it has one (zeros otherwise), and writing the last kernel-1
+  // inputs back to the state. x, out: [T, conv_dim]; weight: [conv_dim, kernel].
+  virtual void causal_conv1d(const Tensor& x, const Tensor& weight, const ForwardBatch& batch,
+                             Tensor& conv_state, Tensor& out) = 0;
+  // Gates of the delta rule: beta = sigmoid(b); g = -exp(A_log) * softplus(a + dt_bias).
+  // a, b, g, beta: [T, Hv]; A_log, dt_bias: [Hv].
+  virtual void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& A_log,
+                         const Tensor& dt_bias, Tensor& g, Tensor& beta) = 0;
+  // The gated delta rule for every sequence of the batch, from the sequence's recurrent
+  // state (zeros when it has none) and writing the final state back. q, k: [T, Hk, dk]
+  // (raw: the op L2-normalises them and scales q by dk^-1/2); v: [T, Hv, dv]; g, beta:
+  // [T, Hv]; out: [T, Hv, dv]. Multi-token sequences use the chunked form (chunk 64),
+  // single tokens the recurrent form; both give the same result.
+  virtual void gated_delta_rule(const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& g, const Tensor& beta, const GdnDims& dims,
+                                const ForwardBatch& batch, Tensor& recurrent_state,
+                                Tensor& out) = 0;
+
+  // Writes new K/V rows into the paged cache at batch.slot_mapping. k, v: [T, Hkv, hd].
+  virtual void kv_write(const Tensor& k, const Tensor& v, const ForwardBatch& batch,
+                        KvCache& cache) = 0;
+  // Attention of each sequence's new queries over its cached K/V (positions
+  // [0, kv_len), read through the block table; the new tokens must already be written).
+  // q, out: [T, Hq, hd]; GQA: query head h uses kv head h / (Hq / Hkv).
+  virtual void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
+                               const AttentionParams& params, Tensor& out) = 0;
+
+  // Mixture of experts (Qwen3.5-MoE): softmax router over E experts, top-k, renormalised
+  // weights; out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x). x, out: [T, H];
+  // router: [E, H]; gate_up: [E, 2I, H] (gate rows first); down: [E, H, I].
+  virtual void moe_experts(const Tensor& x, const Tensor& router, const Tensor& gate_up,
+                           const Tensor& down, int32_t top_k, Tensor& out) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace bf

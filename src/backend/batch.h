@@ -1,0 +1,32 @@
+// The flattened batch one forward pass runs (vLLM v1's model): the new tokens of many
+// sequences laid end to end, each sequence a prefill chunk, a single decode token or a
+// (1+K)-token verify block. Host-side description; a device backend uploads what it needs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace bf {
+
+struct BatchSequence {
+  int32_t query_start = 0;     // first row of this sequence in the flattened token arrays
+  int32_t query_len = 0;       // number of new tokens of this sequence in this pass
+  int32_t num_computed = 0;    // tokens already in the KV cache / GDN state before this pass
+  int32_t state_slot = -1;     // Gated DeltaNet state slot (conv + recurrent) of this sequence
+  std::vector<int32_t> block_table;  // KV blocks holding positions [0, num_computed + query_len)
+
+  bool has_initial_state() const { return num_computed > 0; }
+  int32_t kv_len() const { return num_computed + query_len; }
+};
+
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;     // [num_tokens]
+  std::vector<int32_t> positions;     // [num_tokens] position of each token in its sequence
+  std::vector<int32_t> slot_mapping;  // [num_tokens] KV cache slot: block * block_size + offset
+  std::vector<BatchSequence> seqs;
+  std::vector<int32_t> logits_rows;   // rows (into the flattened tokens) that need logits
+
+  int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+};
+
+}  // namespace bf
