@@ -110,6 +110,12 @@ class Backend {
   // router: [E, H]; gate_up: [E, 2I, H] (gate rows first); down: [E, H, I].
   virtual void moe_experts(const Tensor& x, const Tensor& router, const Tensor& gate_up,
                            const Tensor& down, int32_t top_k, Tensor& out) = 0;
+
+  // out[r, :] = x[r, begin : begin + out.dim(1)]. x: [rows, cols]; out: [rows, n].
+  // Used to split packed projections (q|k|v after the conv, q|gate per head).
+  virtual void slice_columns(const Tensor& x, int64_t begin, Tensor& out);
+  // x[r, :] *= sigmoid(gate[r]). x: [rows, n]; gate: [rows, 1] (the MoE shared-expert gate).
+  virtual void sigmoid_scale_rows(Tensor& x, const Tensor& gate);
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -1,0 +1,84 @@
+// The feed-forward half of a decoder layer: SwiGLU for dense models; for Qwen3.5-MoE a
+// softmax top-k router over fused experts plus a shared expert scaled by sigmoid(gate·x).
+#include "model/layers.h"
+
+namespace bf {
+namespace {
+
+void swiglu(Backend& be, const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj,
+            const Tensor& down_proj, Tensor& out) {
+  const int64_t T = x.dim(0), inner = gate_proj.dim(0);
+  Tensor gate = be.empty({T, inner}), up = be.empty({T, inner});
+  be.matmul(x, gate_proj, gate);
+  be.matmul(x, up_proj, up);
+  be.silu_mul(gate, up, gate);
+  be.matmul(gate, down_proj, out);
+}
+
+}  // namespace
+
+void FeedForward::load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& c) {
+  const int64_t hidden = c.hidden_size;
+  is_moe = c.is_moe;
+  if (!is_moe) {
+    const int64_t inner = c.intermediate_size;
+    gate_proj = reader.take(prefix + "gate_proj.weight", {inner, hidden});
+    up_proj = reader.take(prefix + "up_proj.weight", {inner, hidden});
+    down_proj = reader.take(prefix + "down_proj.weight", {hidden, inner});
+    return;
+  }
+  router = reader.take(prefix + "gate.weight", {c.num_experts, hidden});
+  load_experts(reader, prefix + "experts.", c);
+  has_shared_expert = c.shared_expert_intermediate_size > 0;
+  if (has_shared_expert) {
+    const int64_t inner = c.shared_expert_intermediate_size;
+    gate_proj = reader.take(prefix + "shared_expert.gate_proj.weight", {inner, hidden});
+    up_proj = reader.take(prefix + "shared_expert.up_proj.weight", {inner, hidden});
+    down_proj = reader.take(prefix + "shared_expert.down_proj.weight", {hidden, inner});
+    shared_expert_gate = reader.take(prefix + "shared_expert_gate.weight", {1, hidden});
+  }
+}
+
+// Experts come fused and 3-D (experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I],
+// the Qwen3.5-MoE checkpoints) or one module per expert (experts.N.{gate,up,down}_proj.weight,
+// older exports); both end up fused.
+void FeedForward::load_experts(CheckpointReader& reader, const std::string& prefix,
+                               const ModelConfig& c) {
+  const int64_t E = c.num_experts, H = c.hidden_size, I = c.moe_intermediate_size;
+  if (reader.contains(prefix + "gate_up_proj")) {
+    experts_gate_up = reader.take(prefix + "gate_up_proj", {E, 2 * I, H});
+    experts_down = reader.take(prefix + "down_proj", {E, H, I});
+    return;
+  }
+  Tensor gate_up = Tensor::empty({E, 2 * I, H}), down = Tensor::empty({E, H, I});
+  for (int64_t e = 0; e < E; ++e) {
+    std::string expert = prefix + std::to_string(e) + ".";
+    Tensor gate = reader.take(expert + "gate_proj.weight", {I, H});
+    Tensor up = reader.take(expert + "up_proj.weight", {I, H});
+    Tensor dn = reader.take(expert + "down_proj.weight", {H, I});
+    BF_CHECK(gate.device() == Device::kCPU, "per-expert checkpoints load on the host first");
+    std::copy(gate.f32(), gate.f32() + I * H, gate_up.f32() + e * 2 * I * H);
+    std::copy(up.f32(), up.f32() + I * H, gate_up.f32() + e * 2 * I * H + I * H);
+    std::copy(dn.f32(), dn.f32() + H * I, down.f32() + e * H * I);
+  }
+  experts_gate_up = gate_up;
+  experts_down = down;
+}
+
+void FeedForward::forward(Backend& be, const ModelConfig& c, const Tensor& x, Tensor& out) const {
+  if (!is_moe) {
+    swiglu(be, x, gate_proj, up_proj, down_proj, out);
+    return;
+  }
+  be.moe_experts(x, router, experts_gate_up, experts_down, c.num_experts_per_tok, out);
+  if (!has_shared_expert) return;
+  const int64_t T = x.dim(0);
+  Tensor shared = be.empty({T, c.hidden_size});
+  swiglu(be, x, gate_proj, up_proj, down_proj, shared);
+  Tensor shared_gate = be.empty({T, 1});
+  be.matmul(x, shared_expert_gate, shared_gate);
+  be.sigmoid_scale_rows(shared, shared_gate);
+  be.add(out, shared);
+}
+
+}  // namespace bf

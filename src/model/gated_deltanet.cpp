@@ -1,0 +1,65 @@
+// Gated DeltaNet mixer of Qwen3.5 (research/qwen35.md §2.2): four projections, a causal
+// depthwise conv over q|k|v with SiLU, the gates, the gated delta rule from the sequence's
+// state slot, a plain-weight gated RMSNorm with silu(z), and the output projection.
+#include "model/layers.h"
+
+namespace bf {
+
+void GatedDeltaNet::load(CheckpointReader& reader, const std::string& prefix,
+                         const ModelConfig& c) {
+  const int64_t hidden = c.hidden_size, conv_dim = c.linear_conv_dim();
+  const int64_t value_dim = c.linear_value_dim(), hv = c.linear_num_value_heads;
+  in_proj_qkv = reader.take(prefix + "in_proj_qkv.weight", {conv_dim, hidden});
+  in_proj_z = reader.take(prefix + "in_proj_z.weight", {value_dim, hidden});
+  in_proj_b = reader.take(prefix + "in_proj_b.weight", {hv, hidden});
+  in_proj_a = reader.take(prefix + "in_proj_a.weight", {hv, hidden});
+  conv1d = reader.take(prefix + "conv1d.weight", {conv_dim, 1, c.linear_conv_kernel_dim})
+               .reshape({conv_dim, c.linear_conv_kernel_dim});
+  dt_bias = reader.take(prefix + "dt_bias", {hv});
+  A_log = reader.take(prefix + "A_log", {hv});
+  norm = reader.take(prefix + "norm.weight", {c.linear_value_head_dim});
+  out_proj = reader.take(prefix + "out_proj.weight", {hidden, value_dim});
+}
+
+void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
+                            const ForwardBatch& batch, GdnStatePool& state, Tensor& out) const {
+  const int64_t T = x.dim(0);
+  const int64_t hk = c.linear_num_key_heads, hv = c.linear_num_value_heads;
+  const int64_t dk = c.linear_key_head_dim, dv = c.linear_value_head_dim;
+  const int64_t key_dim = c.linear_key_dim(), value_dim = c.linear_value_dim();
+
+  Tensor mixed_qkv = be.empty({T, c.linear_conv_dim()});  // [T, q | k | v]
+  be.matmul(x, in_proj_qkv, mixed_qkv);
+  Tensor z = be.empty({T, value_dim});
+  be.matmul(x, in_proj_z, z);
+  Tensor b = be.empty({T, hv});
+  be.matmul(x, in_proj_b, b);
+  Tensor a = be.empty({T, hv});
+  be.matmul(x, in_proj_a, a);
+
+  Tensor conv_out = be.empty({T, c.linear_conv_dim()});
+  be.causal_conv1d(mixed_qkv, conv1d, batch, state.conv, conv_out);
+
+  Tensor q = be.empty({T, key_dim}), k = be.empty({T, key_dim}), v = be.empty({T, value_dim});
+  be.slice_columns(conv_out, 0, q);
+  be.slice_columns(conv_out, key_dim, k);
+  be.slice_columns(conv_out, 2 * key_dim, v);
+
+  Tensor g = be.empty({T, hv}), beta = be.empty({T, hv});
+  be.gdn_gates(a, b, A_log, dt_bias, g, beta);
+
+  GdnDims dims{.num_k_heads = static_cast<int32_t>(hk),
+               .num_v_heads = static_cast<int32_t>(hv),
+               .k_head_dim = static_cast<int32_t>(dk),
+               .v_head_dim = static_cast<int32_t>(dv)};
+  Tensor core = be.empty({T, hv, dv});
+  be.gated_delta_rule(q.reshape({T, hk, dk}), k.reshape({T, hk, dk}), v.reshape({T, hv, dv}), g,
+                      beta, dims, batch, state.recurrent, core);
+
+  Tensor normed = be.empty({T * hv, dv});  // per value head
+  be.gated_rms_norm(core.reshape({T * hv, dv}), z.reshape({T * hv, dv}), norm, c.rms_norm_eps,
+                    normed);
+  be.matmul(normed.reshape({T, value_dim}), out_proj, out);
+}
+
+}  // namespace bf

@@ -1,0 +1,66 @@
+// The three blocks a Qwen3.5 decoder layer is built from, each with its weights and a
+// forward over the flattened batch, written only against the backend op interface.
+// Shapes use T = tokens in the batch. Weight layouts are Hugging Face's ([out, in]).
+#pragma once
+
+#include <string>
+
+#include "backend/backend.h"
+#include "model/checkpoint_reader.h"
+#include "model/config.h"
+
+namespace bf {
+
+// Gated DeltaNet (linear attention) mixer. State in a GdnStatePool slot per sequence.
+struct GatedDeltaNet {
+  Tensor in_proj_qkv;  // [conv_dim, H]: rows q (Hk*dk) | k (Hk*dk) | v (Hv*dv)
+  Tensor in_proj_z;    // [Hv*dv, H]
+  Tensor in_proj_b;    // [Hv, H]  beta logits
+  Tensor in_proj_a;    // [Hv, H]  decay input
+  Tensor conv1d;       // [conv_dim, kernel] (checkpoint: [conv_dim, 1, kernel])
+  Tensor dt_bias;      // [Hv]
+  Tensor A_log;        // [Hv]
+  Tensor norm;         // [dv] plain-weight gated RMSNorm
+  Tensor out_proj;     // [H, Hv*dv]
+
+  void load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
+  // x: [T, H] (normed input) -> out: [T, H]
+  void forward(Backend& be, const ModelConfig& config, const Tensor& x, const ForwardBatch& batch,
+               GdnStatePool& state, Tensor& out) const;
+};
+
+// Gated full attention: q (with a per-head output gate), k, v, zero-centred q/k norms,
+// partial RoPE, paged KV cache.
+struct GatedAttention {
+  Tensor q_proj;  // [Hq*2*hd, H]: per head [q (hd) | gate (hd)]
+  Tensor k_proj;  // [Hkv*hd, H]
+  Tensor v_proj;  // [Hkv*hd, H]
+  Tensor o_proj;  // [H, Hq*hd]
+  Tensor q_norm;  // [hd] (1+w)
+  Tensor k_norm;  // [hd] (1+w)
+
+  void load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
+  void forward(Backend& be, const ModelConfig& config, const Tensor& x, const ForwardBatch& batch,
+               KvCache& cache, Tensor& out) const;
+};
+
+// SwiGLU MLP (dense) or sparse MoE block with a sigmoid-gated shared expert.
+struct FeedForward {
+  // Dense, or the MoE shared expert.
+  Tensor gate_proj, up_proj, down_proj;  // [I, H], [I, H], [H, I]
+  // MoE only.
+  Tensor router;             // [E, H]
+  Tensor experts_gate_up;    // [E, 2*I_moe, H] (gate rows first)
+  Tensor experts_down;       // [E, H, I_moe]
+  Tensor shared_expert_gate; // [1, H]
+  bool is_moe = false;
+  bool has_shared_expert = false;
+
+  void load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
+  void forward(Backend& be, const ModelConfig& config, const Tensor& x, Tensor& out) const;
+
+ private:
+  void load_experts(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
+};
+
+}  // namespace bf

@@ -1,0 +1,76 @@
+// Model: a loaded Qwen3.5 / Qwen3.6 text model (dense or MoE) and its forward over a
+// flattened batch. ModelCache: the paged KV cache of every full-attention layer and the
+// Gated DeltaNet state pool of every linear-attention layer, sized by the caller.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/layers.h"
+
+namespace bf {
+
+struct CacheSizes {
+  int32_t num_blocks = 0;
+  int32_t block_size = 16;
+  int32_t num_state_slots = 0;
+};
+
+struct ModelCache {
+  CacheSizes sizes;
+  std::vector<KvCache> kv;        // one per full-attention layer, in layer order
+  std::vector<GdnStatePool> gdn;  // one per linear-attention layer, in layer order
+
+  static ModelCache allocate(Backend& be, const ModelConfig& config, const CacheSizes& sizes);
+  // Bytes one KV block (all layers) and one state slot (all layers) take.
+  static size_t kv_block_bytes(const ModelConfig& config, int32_t block_size, size_t elem_bytes);
+  static size_t state_slot_bytes(const ModelConfig& config);
+};
+
+struct ForwardOutput {
+  Tensor logits;  // [batch.logits_rows.size(), vocab], host f32
+  // Hidden states (decoder layer outputs) of the layers asked for, all batch rows, host f32.
+  std::vector<Tensor> captured_hidden;
+};
+
+class Model {
+ public:
+  // Loads config.json, generation_config.json and the safetensors weights of `model_dir`.
+  static std::unique_ptr<Model> load(const std::filesystem::path& model_dir, Backend& backend);
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() const { return backend_; }
+
+  // Runs every layer over the batch's new tokens, updating `cache`; returns the logits of
+  // batch.logits_rows and the outputs of the decoder layers listed in `capture_layers`.
+  ForwardOutput forward(const ForwardBatch& batch, ModelCache& cache,
+                        const std::vector<int32_t>& capture_layers = {}) const;
+
+  // The token embedding table [vocab, hidden] and the LM head (for drafters that share them).
+  const Tensor& embed_tokens() const { return embed_tokens_; }
+  const Tensor& lm_head() const { return tie_ ? embed_tokens_ : lm_head_; }
+
+ private:
+  struct Layer {
+    LayerType type;
+    int32_t cache_index;  // index into ModelCache::kv or ModelCache::gdn
+    Tensor input_layernorm, post_attention_layernorm;  // [H], (1+w)
+    GatedDeltaNet linear_attn;
+    GatedAttention self_attn;
+    FeedForward mlp;
+  };
+
+  Model(ModelConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}
+  void load_weights(const std::filesystem::path& model_dir);
+
+  ModelConfig config_;
+  Backend& backend_;
+  Tensor embed_tokens_, lm_head_, final_norm_;
+  bool tie_ = false;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace bf
