@@ -147,6 +147,22 @@ void validate(const ModelConfig& c) {
   }
 }
 
+GenerationDefaults parse_generation_defaults(const json& generation) {
+  GenerationDefaults defaults;
+  auto number = [&](const char* key) -> std::optional<float> {
+    auto it = generation.find(key);
+    if (it == generation.end() || !it->is_number()) return std::nullopt;
+    return it->get<float>();
+  };
+  defaults.temperature = number("temperature");
+  defaults.top_p = number("top_p");
+  defaults.min_p = number("min_p");
+  defaults.repetition_penalty = number("repetition_penalty");
+  auto top_k = generation.find("top_k");
+  if (top_k != generation.end() && top_k->is_number_integer()) defaults.top_k = top_k->get<int32_t>();
+  return defaults;
+}
+
 }  // namespace
 
 int32_t ModelConfig::num_full_attention_layers() const {
@@ -272,6 +288,7 @@ ModelConfig load_model_config(const std::filesystem::path& model_dir) {
       if (!seen) ids.push_back(id);
     }
     config.eos_token_ids = ids;
+    config.generation_defaults = parse_generation_defaults(read_json_file(generation_path));
   }
   return config;
 }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,13 @@
 namespace bf {
 
 enum class LayerType { kLinearAttention, kFullAttention };
+
+// Sampling defaults a checkpoint ships in generation_config.json (vLLM's
+// --generation-config auto uses them when a request leaves a field unset).
+struct GenerationDefaults {
+  std::optional<float> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int32_t> top_k;
+};
 
 struct ModelConfig {
   std::string architecture;      // architectures[0]
@@ -57,6 +65,7 @@ struct ModelConfig {
   bool norm_topk_prob = true;
 
   std::vector<int32_t> eos_token_ids;  // config.json and generation_config.json, merged
+  GenerationDefaults generation_defaults;
 
   int32_t num_full_attention_layers() const;
   int32_t num_linear_attention_layers() const;
