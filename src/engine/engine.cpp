@@ -1,0 +1,342 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/log.h"
+#include "engine/random.h"
+#include "engine/sampler.h"
+
+namespace bf {
+namespace {
+
+// Bytes of a possible stop-string prefix held back while streaming: the longest stop
+// string minus one, moved back to a UTF-8 character boundary.
+size_t safe_text_end(const std::string& text, size_t holdback) {
+  if (holdback >= text.size()) return 0;
+  size_t end = text.size() - holdback;
+  while (end > 0 && end < text.size() && (static_cast<uint8_t>(text[end]) & 0xC0) == 0x80) --end;
+  return end;
+}
+
+// The seed of sequence `index` of a request: index 0 uses the request's seed as given, so a
+// request with n=1 and seed s samples as every other request with seed s.
+uint64_t sequence_seed(uint64_t request_seed, int32_t index) {
+  return index == 0 ? request_seed : mix64(request_seed ^ (0x9e3779b97f4a7c15ull * index));
+}
+
+SchedulerConfig scheduler_config(const EngineConfig& config, int32_t num_blocks,
+                                 int32_t num_slots) {
+  SchedulerConfig sc;
+  sc.max_num_seqs = config.max_num_seqs;
+  sc.max_num_batched_tokens = config.max_num_batched_tokens;
+  sc.max_model_len = config.max_model_len;
+  sc.block_size = config.block_size;
+  sc.num_blocks = num_blocks;
+  sc.num_state_slots = num_slots;
+  return sc;
+}
+
+// Splits the cache budget: one state slot per running sequence first (they are fixed-size),
+// the rest into KV blocks, never more blocks than max_num_seqs full-length sequences need.
+CacheSizes plan_cache(const ModelConfig& model, const EngineConfig& config) {
+  CacheSizes sizes;
+  sizes.block_size = config.block_size;
+  sizes.num_state_slots = config.max_num_seqs;
+  size_t slot_bytes = ModelCache::state_slot_bytes(model);
+  size_t block_bytes = ModelCache::kv_block_bytes(model, config.block_size, sizeof(float));
+  size_t slots_total = slot_bytes * sizes.num_state_slots;
+  BF_CHECK(slots_total < config.cache_memory_bytes, "cache memory (", config.cache_memory_bytes,
+           " bytes) cannot hold the Gated DeltaNet states of ", config.max_num_seqs,
+           " sequences (", slots_total, " bytes); lower --max-num-seqs");
+  int64_t blocks_per_seq = (config.max_model_len + config.block_size - 1) / config.block_size;
+  int64_t wanted = blocks_per_seq * config.max_num_seqs;
+  int64_t affordable = block_bytes == 0 ? wanted
+                                        : static_cast<int64_t>((config.cache_memory_bytes - slots_total) / block_bytes);
+  sizes.num_blocks = static_cast<int32_t>(std::min<int64_t>({wanted, affordable, 1 << 30}));
+  BF_CHECK(sizes.num_blocks >= blocks_per_seq || model.num_full_attention_layers() == 0,
+           "max_model_len ", config.max_model_len, " needs ", blocks_per_seq,
+           " KV blocks but the cache memory holds only ", sizes.num_blocks,
+           "; lower --max-model-len or raise the cache memory");
+  return sizes;
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> tokenizer,
+               EngineConfig config)
+    : model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      config_([&] {
+        if (config.max_model_len <= 0)
+          config.max_model_len = model_->config().max_position_embeddings;
+        BF_CHECK(config.max_num_seqs >= 1, "max_num_seqs must be at least 1");
+        BF_CHECK(config.max_num_batched_tokens >= 1, "max_num_batched_tokens must be at least 1");
+        BF_CHECK(config.block_size >= 1 && config.block_size <= 1024,
+                 "block_size must be in [1, 1024]");
+        return config;
+      }()),
+      cache_(ModelCache::allocate(model_->backend(), model_->config(),
+                                  plan_cache(model_->config(), config_))),
+      scheduler_(scheduler_config(config_, cache_.sizes.num_blocks,
+                                  cache_.sizes.num_state_slots)) {
+  log_info("engine: ", cache_.sizes.num_blocks, " KV blocks of ", config_.block_size,
+           " tokens, ", cache_.sizes.num_state_slots, " state slots, max_model_len ",
+           config_.max_model_len, ", max_num_seqs ", config_.max_num_seqs,
+           ", max_num_batched_tokens ", config_.max_num_batched_tokens);
+}
+
+void Engine::add_request(EngineRequest request, UpdateCallback callback) {
+  const int32_t vocab = model_->config().vocab_size;
+  const int32_t prompt_len = static_cast<int32_t>(request.prompt_token_ids.size());
+  SamplingParams& params = request.params;
+  params.validate(vocab, config_.max_logprobs);
+  BF_CHECK(prompt_len > 0, "the prompt is empty");
+  for (int32_t id : request.prompt_token_ids)
+    BF_CHECK(id >= 0 && id < vocab, "prompt token id ", id, " is out of range [0, ", vocab, ")");
+  BF_CHECK(prompt_len + params.max_tokens <= config_.max_model_len,
+           "this model's maximum context length is ", config_.max_model_len,
+           " tokens, but the request has ", prompt_len, " prompt tokens and asks for ",
+           params.max_tokens, " output tokens (", prompt_len + params.max_tokens, " in total)");
+
+  uint64_t seed = resolve_seed(params.seed);
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  for (int32_t index = 0; index < params.n; ++index) {
+    SeqId id{request.request_id, index};
+    BF_CHECK(!contexts_.count(id), "request id ", request.request_id, " is already running");
+    seqs.push_back(std::make_unique<Sequence>(id, request.prompt_token_ids, params.max_tokens));
+  }
+  for (auto& seq : seqs) {
+    SequenceContext context;
+    context.params = params;
+    context.seed = sequence_seed(seed, seq->id.index);
+    context.callback = callback;
+    context.detokenizer =
+        std::make_unique<IncrementalDetokenizer>(*tokenizer_, params.skip_special_tokens);
+    // Only the first sequence of a request reports prompt logprobs.
+    context.prompt_logprobs_done = !params.prompt_logprobs || seq->id.index > 0;
+    SeqId id = seq->id;
+    scheduler_.add(std::move(seq));  // throws before anything is recorded for this id
+    contexts_.emplace(id, std::move(context));
+  }
+}
+
+void Engine::abort_request(int64_t request_id) {
+  scheduler_.abort_request(request_id);
+  send_finished();
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s;
+  s.num_running = scheduler_.num_running();
+  s.num_waiting = scheduler_.num_waiting();
+  s.num_blocks = scheduler_.block_manager().num_blocks();
+  s.num_free_blocks = scheduler_.block_manager().num_free_blocks();
+  s.num_state_slots = cache_.sizes.num_state_slots;
+  s.num_free_state_slots = scheduler_.state_slot_pool().num_free();
+  s.kv_cache_usage = scheduler_.block_manager().usage();
+  s.num_preemptions = num_preemptions_;
+  return s;
+}
+
+ForwardBatch Engine::build_batch(const StepPlan& plan) const {
+  ForwardBatch batch;
+  const int32_t block_size = config_.block_size;
+  for (const ScheduledSequence& entry : plan.seqs) {
+    const Sequence& seq = *entry.seq;
+    BatchSequence bs;
+    bs.query_start = batch.num_tokens();
+    bs.query_len = entry.num_new_tokens;
+    bs.num_computed = entry.num_computed;
+    bs.state_slot = seq.state_slots.at(0);
+    bs.block_table = seq.block_table;
+    for (int32_t i = 0; i < entry.num_new_tokens; ++i) {
+      int32_t pos = entry.num_computed + i;
+      batch.token_ids.push_back(seq.token_at(pos));
+      batch.positions.push_back(pos);
+      batch.slot_mapping.push_back(seq.block_table.at(pos / block_size) * block_size +
+                                   pos % block_size);
+    }
+    // Prompt logprobs need the distribution at every prompt row of the chunk.
+    const SequenceContext& context = contexts_.at(seq.id);
+    bool wants_prompt_rows = !context.prompt_logprobs_done;
+    for (int32_t i = 0; i < entry.num_new_tokens; ++i) {
+      bool last = i == entry.num_new_tokens - 1;
+      if ((last && entry.needs_sample) || (wants_prompt_rows && !last) ||
+          (wants_prompt_rows && last && !entry.needs_sample))
+        batch.logits_rows.push_back(bs.query_start + i);
+    }
+    batch.seqs.push_back(std::move(bs));
+  }
+  return batch;
+}
+
+// Rows of the chunk [num_computed, num_computed + n) predict tokens at positions +1; the
+// distribution predicting prompt token p is at row p - 1.
+void Engine::collect_prompt_logprobs(const ScheduledSequence& entry, const Tensor& logits,
+                                     size_t first_row) {
+  Sequence& seq = *entry.seq;
+  SequenceContext& context = contexts_.at(seq.id);
+  const int32_t vocab = model_->config().vocab_size;
+  const int32_t k = *context.params.prompt_logprobs;
+  const int32_t prompt_len = seq.num_prompt_tokens();
+  if (context.prompt_logprobs.empty()) context.prompt_logprobs.resize(1);  // position 0
+  for (int32_t i = 0; i < entry.num_new_tokens; ++i) {
+    int32_t target = entry.num_computed + i + 1;
+    if (target >= prompt_len) break;
+    std::span<const float> row(logits.f32() + (first_row + i) * vocab, vocab);
+    PositionLogprobs entry_lp;
+    entry_lp.token = seq.prompt_token_ids[target];
+    entry_lp.logprob = token_logprob(row, entry_lp.token);
+    entry_lp.rank = token_rank(row, entry_lp.token);
+    entry_lp.top = top_logprobs(row, k);
+    context.prompt_logprobs.push_back(std::move(entry_lp));
+  }
+  if (entry.num_computed + entry.num_new_tokens >= prompt_len) context.prompt_logprobs_done = true;
+}
+
+void Engine::process_new_token(Sequence& seq, SequenceContext& context, const SampleResult& sample,
+                               SequenceUpdate& update) {
+  const SamplingParams& params = context.params;
+  const int32_t token = sample.token;
+  update.new_token_ids.push_back(token);
+  if (params.logprobs) {
+    PositionLogprobs lp;
+    lp.token = token;
+    lp.logprob = sample.logprob;
+    lp.rank = sample.rank;
+    lp.top = sample.top_logprobs;
+    update.new_logprobs.push_back(std::move(lp));
+  }
+  std::string piece = context.detokenizer->push(token);
+  const bool min_reached = seq.num_output_tokens() >= params.min_tokens;
+
+  bool is_eos = false;
+  if (!params.ignore_eos)
+    for (int32_t eos : model_->config().eos_token_ids) is_eos |= token == eos;
+  bool is_stop_token = std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(),
+                                 token) != params.stop_token_ids.end();
+  if (min_reached && (is_eos || is_stop_token)) {
+    if (is_stop_token && !is_eos) update.stop_reason = std::to_string(token);
+    scheduler_.finish(seq.id, FinishReason::kStop);
+  }
+  // A finished-by-length sequence flushes its detokenizer below; stop strings search the
+  // text that may now contain one, starting where a match could begin.
+  size_t search_from = context.text.size();
+  context.text += piece;
+  if (seq.is_finished() || seq.status == SequenceStatus::kFinished) context.text += context.detokenizer->flush();
+  if (min_reached && !params.stop.empty()) {
+    size_t best = std::string::npos;
+    const std::string* matched = nullptr;
+    for (const std::string& stop : params.stop) {
+      size_t from = search_from >= stop.size() ? search_from - stop.size() + 1 : 0;
+      size_t at = context.text.find(stop, from);
+      if (at != std::string::npos && at < best) {
+        best = at;
+        matched = &stop;
+      }
+    }
+    if (matched) {
+      context.text.resize(best + (params.include_stop_str_in_output ? matched->size() : 0));
+      update.stop_reason = *matched;
+      scheduler_.finish(seq.id, FinishReason::kStop);
+    }
+  }
+}
+
+void Engine::step() {
+  StepPlan plan = scheduler_.schedule();
+  num_preemptions_ += static_cast<int64_t>(plan.preempted.size());
+  if (plan.empty()) {
+    send_finished();
+    return;
+  }
+  ForwardBatch batch = build_batch(plan);
+  ForwardOutput output = model_->forward(batch, cache_);
+  const int32_t vocab = model_->config().vocab_size;
+
+  // Walk the plan in order: each entry's logits rows are consecutive in batch.logits_rows.
+  std::vector<int32_t> sampled;
+  std::vector<SampleResult> samples;
+  size_t row = 0;
+  for (const ScheduledSequence& entry : plan.seqs) {
+    Sequence& seq = *entry.seq;
+    SequenceContext& context = contexts_.at(seq.id);
+    if (!context.prompt_logprobs_done) {
+      collect_prompt_logprobs(entry, output.logits, row);
+      row += entry.num_new_tokens - 1;
+      if (!entry.needs_sample) ++row;
+    }
+    if (!entry.needs_sample) continue;
+    std::span<const float> logits(output.logits.f32() + row * vocab, vocab);
+    ++row;
+    SampleResult sample = sample_token(logits, context.params, seq.prompt_token_ids,
+                                       seq.output_token_ids, model_->config().eos_token_ids,
+                                       context.seed, seq.output_token_ids.size());
+    sampled.push_back(sample.token);
+    samples.push_back(std::move(sample));
+  }
+  scheduler_.commit(plan, sampled);
+
+  size_t sample_index = 0;
+  for (const ScheduledSequence& entry : plan.seqs) {
+    if (!entry.needs_sample) continue;
+    Sequence& seq = *entry.seq;
+    SequenceContext& context = contexts_.at(seq.id);
+    SequenceUpdate& update = pending_updates_[seq.id];
+    update.id = seq.id;
+    process_new_token(seq, context, samples[sample_index++], update);
+  }
+  send_finished();
+}
+
+// Sends every pending update: running sequences get the text that is safe to stream,
+// finished ones everything that is left and their finish reason.
+void Engine::send_finished() {
+  std::map<SeqId, std::unique_ptr<Sequence>> finished;
+  for (auto& seq : scheduler_.take_finished()) finished.emplace(seq->id, std::move(seq));
+  for (auto& [id, seq] : finished) pending_updates_[id].id = id;
+
+  for (auto& [id, update] : pending_updates_) {
+    auto context_it = contexts_.find(id);
+    if (context_it == contexts_.end()) continue;
+    SequenceContext& context = context_it->second;
+    auto finished_it = finished.find(id);
+    bool done = finished_it != finished.end();
+    const Sequence* seq = done ? finished_it->second.get() : nullptr;
+    if (done && seq->finish_reason == FinishReason::kLength && context.detokenizer) {
+      // The stop-string pass above did not see this as finished yet.
+      context.text += context.detokenizer->flush();
+    }
+    size_t holdback = 0;
+    if (!done)
+      for (const std::string& stop : context.params.stop)
+        holdback = std::max(holdback, stop.size() - 1);
+    size_t end = done ? context.text.size() : safe_text_end(context.text, holdback);
+    if (end > context.sent_text_bytes) {
+      update.new_text = context.text.substr(context.sent_text_bytes, end - context.sent_text_bytes);
+      context.sent_text_bytes = end;
+    }
+    if (context.prompt_logprobs_done && context.params.prompt_logprobs &&
+        !context.prompt_logprobs.empty()) {
+      update.prompt_logprobs = std::move(context.prompt_logprobs);
+      context.prompt_logprobs.clear();
+      context.params.prompt_logprobs.reset();  // sent once
+    }
+    if (done) {
+      update.finished = true;
+      update.finish_reason = seq->finish_reason;
+      update.num_prompt_tokens = seq->num_prompt_tokens();
+      update.num_output_tokens = seq->num_output_tokens();
+    }
+    if (update.new_token_ids.empty() && update.new_text.empty() && !update.finished &&
+        !update.prompt_logprobs)
+      continue;
+    UpdateCallback callback = context.callback;
+    if (done) contexts_.erase(context_it);
+    if (callback) callback(update);
+  }
+  pending_updates_.clear();
+}
+
+}  // namespace bf

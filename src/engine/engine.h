@@ -1,0 +1,99 @@
+// Engine: owns the model, its cache and the scheduler, and runs one step at a time on one
+// thread: schedule -> build the flattened batch -> forward -> sample -> commit -> updates.
+// Requests come in as token ids + SamplingParams; each of a request's n sequences reports
+// SequenceUpdates (new tokens, logprobs, text with stop strings applied, finish) through the
+// request's callback. No JSON, no HTTP: the server and the CLI sit on top.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "engine/engine_types.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "model/model.h"
+#include "tokenizer/incremental_detokenizer.h"
+#include "tokenizer/tokenizer.h"
+
+namespace bf {
+
+struct EngineConfig {
+  int32_t max_num_seqs = 64;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
+  int32_t block_size = 16;
+  // Memory for KV blocks and GDN state slots; on the CPU backend a host allocation.
+  size_t cache_memory_bytes = size_t{2} << 30;
+  int32_t max_logprobs = default_max_logprobs;
+};
+
+struct EngineStats {
+  int32_t num_running = 0;
+  int32_t num_waiting = 0;
+  int32_t num_blocks = 0;
+  int32_t num_free_blocks = 0;
+  int32_t num_state_slots = 0;
+  int32_t num_free_state_slots = 0;
+  double kv_cache_usage = 0.0;
+  int64_t num_preemptions = 0;
+};
+
+class Engine {
+ public:
+  Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> tokenizer,
+         EngineConfig config);
+
+  // Checks the request (prompt length vs max_model_len, ids in range, sampling params) and
+  // queues its n sequences. Throws bf::Error with a message for the client on bad input.
+  void add_request(EngineRequest request, UpdateCallback callback);
+  // Ends every sequence of the request now (blocks and slots freed); each reports a final
+  // update with finish reason "abort". Unknown ids are ignored.
+  void abort_request(int64_t request_id);
+
+  bool has_work() const { return scheduler_.has_unfinished(); }
+  // Runs one scheduler step (no-op when idle).
+  void step();
+
+  const ModelConfig& model_config() const { return model_->config(); }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const EngineConfig& config() const { return config_; }
+  EngineStats stats() const;
+  // SamplingParams with the checkpoint's generation_config.json defaults filled in where
+  // the caller left a field unset (vLLM's --generation-config auto).
+  const GenerationDefaults& generation_defaults() const {
+    return model_->config().generation_defaults;
+  }
+
+ private:
+  struct SequenceContext {
+    SamplingParams params;
+    uint64_t seed = 0;
+    UpdateCallback callback;
+    std::unique_ptr<IncrementalDetokenizer> detokenizer;
+    std::string text;         // output text so far (stop strings applied)
+    size_t sent_text_bytes = 0;  // how much of `text` has gone out in updates
+    bool prompt_logprobs_done = false;
+    std::vector<std::optional<PositionLogprobs>> prompt_logprobs;
+  };
+
+  ForwardBatch build_batch(const StepPlan& plan) const;
+  void collect_prompt_logprobs(const ScheduledSequence& entry, const Tensor& logits,
+                               size_t first_row);
+  // Applies eos / stop tokens / stop strings to the newly sampled token of seq; returns the
+  // update to send (finished set by the caller once the scheduler has settled).
+  void process_new_token(Sequence& seq, SequenceContext& context, const SampleResult& sample,
+                         SequenceUpdate& update);
+  void send_finished();
+
+  std::unique_ptr<Model> model_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  EngineConfig config_;
+  ModelCache cache_;
+  Scheduler scheduler_;
+  std::map<SeqId, SequenceContext> contexts_;
+  std::map<SeqId, SequenceUpdate> pending_updates_;  // built during a step, sent at its end
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace bf
