@@ -86,10 +86,10 @@ Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> to
            ", max_num_batched_tokens ", config_.max_num_batched_tokens);
 }
 
-void Engine::add_request(EngineRequest request, UpdateCallback callback) {
+void Engine::validate_request(const EngineRequest& request) const {
   const int32_t vocab = model_->config().vocab_size;
   const int32_t prompt_len = static_cast<int32_t>(request.prompt_token_ids.size());
-  SamplingParams& params = request.params;
+  const SamplingParams& params = request.params;
   params.validate(vocab, config_.max_logprobs);
   BF_CHECK(prompt_len > 0, "the prompt is empty");
   for (int32_t id : request.prompt_token_ids)
@@ -98,7 +98,11 @@ void Engine::add_request(EngineRequest request, UpdateCallback callback) {
            "this model's maximum context length is ", config_.max_model_len,
            " tokens, but the request has ", prompt_len, " prompt tokens and asks for ",
            params.max_tokens, " output tokens (", prompt_len + params.max_tokens, " in total)");
+}
 
+void Engine::add_request(EngineRequest request, UpdateCallback callback) {
+  validate_request(request);
+  const SamplingParams& params = request.params;
   uint64_t seed = resolve_seed(params.seed);
   std::vector<std::unique_ptr<Sequence>> seqs;
   for (int32_t index = 0; index < params.n; ++index) {

@@ -47,6 +47,8 @@ class Engine {
   // Checks the request (prompt length vs max_model_len, ids in range, sampling params) and
   // queues its n sequences. Throws bf::Error with a message for the client on bad input.
   void add_request(EngineRequest request, UpdateCallback callback);
+  // The checks add_request makes; reads only immutable state, so any thread may call it.
+  void validate_request(const EngineRequest& request) const;
   // Ends every sequence of the request now (blocks and slots freed); each reports a final
   // update with finish reason "abort". Unknown ids are ignored.
   void abort_request(int64_t request_id);

@@ -2,6 +2,7 @@
 // errors for what we cannot run.
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "model/config.h"
 
 namespace bf {
