@@ -127,14 +127,16 @@ def random_texts(rng, count, max_pieces):
 
 def make_cases(tok, texts):
     cases = []
+    # Note: python's Tokenizer.decode skips special tokens unless told otherwise.
     for text in texts:
         enc = tok.encode(text, add_special_tokens=False)
-        cases.append({"text": text, "ids": enc.ids, "decoded": tok.decode(enc.ids)})
+        cases.append({"text": text, "ids": enc.ids, "decoded": tok.decode(enc.ids, skip_special_tokens=False)})
     # allow_special=false: special tokens' text is plain text (non-special added tokens still split).
     tok.encode_special_tokens = True
     for text in [t for t in texts if "<" in t][:6]:
         enc = tok.encode(text, add_special_tokens=False)
-        cases.append({"text": text, "ids": enc.ids, "decoded": tok.decode(enc.ids),
+        cases.append({"text": text, "ids": enc.ids,
+                      "decoded": tok.decode(enc.ids, skip_special_tokens=False),
                       "allow_special": False})
     tok.encode_special_tokens = False
     return cases
@@ -148,7 +150,7 @@ def make_decode_cases(tok, rng, count):
         ids = [rng.randrange(n) for _ in range(rng.randint(1, 12))]
         if i % 3 == 0:  # favour byte tokens (ids < 256 are the byte alphabet)
             ids = [rng.randrange(256) if rng.random() < 0.7 else x for x in ids]
-        cases.append({"ids": ids, "decoded": tok.decode(ids),
+        cases.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
                       "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)})
     return cases
 
