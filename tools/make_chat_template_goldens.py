@@ -130,7 +130,7 @@ def context(messages, add_generation_prompt, tools=None, **kwargs):
 
 def cases():
     out = []
-    for name in ("qwen3_5", "qwen3_6", "qwen3", "synthetic_features"):
+    for name in ("qwen3_5", "qwen3_6", "qwen3", "synthetic_features", "synthetic_macros"):
         for conv_name, conv in CONVERSATIONS.items():
             if name == "qwen3" and conv_name == "list_content":
                 continue  # Qwen3 (text-only) renders list content as empty; covered once below

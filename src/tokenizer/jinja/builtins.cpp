@@ -113,6 +113,13 @@ std::vector<Value> iterate(const Value& v, int line) {
   template_error(line, "'" + v.type_name() + "' object is not iterable");
 }
 
+bool is_known_test(const std::string& name) {
+  static const char* const names[] = {"!=", "<", "<=", "==", ">", ">=", "boolean", "callable", "defined", "divisibleby", "eq", "equalto", "escaped", "even", "false", "float", "ge", "greaterthan", "gt", "in", "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number", "odd", "sameas", "sequence", "startingwith", "string", "true", "undefined", "upper"};
+  for (const char* n : names)
+    if (name == n) return true;
+  return false;
+}
+
 bool apply_test(const std::string& name, const Value& v, const CallArgs& args, int line) {
   auto arg = [&](size_t i) -> const Value& {
     if (i >= args.positional.size()) template_error(line, "test '" + name + "' needs an argument");

@@ -11,6 +11,9 @@ namespace bf::jinja {
 
 Value apply_filter(const std::string& name, const Value& input, const CallArgs& args, int line);
 bool apply_test(const std::string& name, const Value& input, const CallArgs& args, int line);
+// Jinja checks filter and test names when it compiles a template; the parser does too.
+bool is_known_filter(const std::string& name);
+bool is_known_test(const std::string& name);
 // obj.name(args) for str, dict and list methods; sets found=false when obj has no such method.
 Value call_method(const Value& obj, const std::string& name, const CallArgs& args, int line, bool& found);
 

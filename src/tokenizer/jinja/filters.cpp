@@ -105,6 +105,13 @@ double round_python(double x, int64_t digits) {
 
 }  // namespace
 
+bool is_known_filter(const std::string& name) {
+  static const char* const names[] = {"abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float", "forceescape", "format", "indent", "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select", "selectattr", "sort", "string", "sum", "title", "tojson", "trim", "unique", "upper", "wordcount"};
+  for (const char* n : names)
+    if (name == n) return true;
+  return false;
+}
+
 Value apply_filter(const std::string& name, const Value& v, const CallArgs& args, int line) {
   auto arg = [&](size_t i, const char* key) -> const Value* { return args.get(i, key); };
   auto int_arg = [&](size_t i, const char* key, int64_t dflt) {

@@ -49,6 +49,7 @@ class Interpreter {
  private:
   Frame globals_;
   Frame root_;
+  int call_depth_ = 0;  // macro nesting; bounded so a runaway recursion errors, not crashes
 
   void add_globals() {
     globals_.vars["raise_exception"] = make_callable("raise_exception", [](const CallArgs& a) -> Value {
@@ -241,6 +242,12 @@ class Interpreter {
   Value make_macro(const Stmt& s, Frame& frame) {
     Frame* closure = &frame;
     return make_callable(s.name, [this, &s, closure](const CallArgs& args) {
+      if (call_depth_ >= 256) template_error(s.line, "macro '" + s.name + "' recursion too deep");
+      ++call_depth_;
+      struct Unwind {
+        int& depth;
+        ~Unwind() { --depth; }
+      } unwind{call_depth_};
       Frame inner;
       inner.parent = closure;
       if (args.positional.size() > s.params.size())

@@ -5,6 +5,7 @@
 
 #include <initializer_list>
 
+#include "tokenizer/jinja/builtins.h"
 #include "tokenizer/jinja/lexer.h"
 
 namespace bf::jinja {
@@ -218,6 +219,7 @@ class Parser {
   ExprPtr parse_filter_chain_head() {
     ExprPtr e = make(ExprKind::filter, peek().line);
     e->name = expect_name();
+    if (!is_known_filter(e->name)) error("unknown filter '" + e->name + "'");
     e->args.push_back(nullptr);
     parse_call_args(*e);
     return parse_filters(std::move(e));
@@ -492,6 +494,7 @@ class Parser {
       if (accept_op("|")) {
         ExprPtr f = make(ExprKind::filter, line);
         f->name = expect_name();
+        if (!is_known_filter(f->name)) template_error(line, "unknown filter '" + f->name + "'");
         f->args.push_back(std::move(e));
         parse_call_args(*f);
         e = std::move(f);
@@ -499,6 +502,7 @@ class Parser {
         ExprPtr t = make(ExprKind::test, line);
         if (accept_name("not")) t->op = "not";
         t->name = expect_name();
+        if (!is_known_test(t->name)) template_error(line, "unknown test '" + t->name + "'");
         t->args.push_back(std::move(e));
         if (is_op("(")) {
           parse_call_args(*t);
