@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   add(bf::cli::add_generate_command);
   add(bf::cli::add_tokenize_command);
   add(bf::cli::add_detokenize_command);
+  add(bf::cli::add_serve_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
