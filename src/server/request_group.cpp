@@ -88,11 +88,20 @@ void RequestGroup::record(Entry& entry, const SequenceUpdate& update) {
 void RequestGroup::abort() {
   if (aborted_) return;
   aborted_ = true;
-  for (const Entry& entry : entries_)
-    if (entry.num_unfinished > 0) {
-      engine_.abort(entry.stream->request_id());
-      log_info("Request ", entry.stream->request_id(), " aborted.");
-    }
+  const auto now = Clock::now();
+  for (Entry& entry : entries_) {
+    if (entry.num_unfinished == 0) continue;
+    engine_.abort(entry.stream->request_id());
+    log_info("Request ", entry.stream->request_id(), " aborted.");
+    // The aborted sequences' final updates are never read: count them here.
+    for (SequenceTiming& timing : entry.sequences)
+      if (!timing.finished) {
+        timing.finished = true;
+        metrics_.record_finished(std::chrono::duration<double>(now - entry.arrival).count(), "abort");
+      }
+    num_unfinished_ -= entry.num_unfinished;
+    entry.num_unfinished = 0;
+  }
 }
 
 }  // namespace bf::server

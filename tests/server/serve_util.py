@@ -56,12 +56,12 @@ def free_port():
 class Server:
     """`blockflash serve` in a subprocess; use as a context manager."""
 
-    def __init__(self, binary, model_dir, *extra, env=None):
+    def __init__(self, binary, model_dir, *extra, env=None, max_model_len=512):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="bf_serve_log_", suffix=".txt", delete=False)
         cmd = [binary, "serve", model_dir, "--port", str(self.port), "--device", "cpu",
-               "--max-model-len", "512", "--kv-cache-memory-gib", "0.25", *extra]
+               "--max-model-len", str(max_model_len), "--kv-cache-memory-gib", "0.25", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, **(env or {})))
         deadline = time.time() + 60
