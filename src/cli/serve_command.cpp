@@ -1,6 +1,8 @@
 // `blockflash serve MODEL_DIR`: the OpenAI-compatible HTTP server, flags named as
 // `vllm serve`'s. Loads the engine, runs it on its own thread (AsyncEngine) and serves until
 // SIGINT / SIGTERM, which a dedicated thread turns into a clean stop.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <thread>
@@ -12,6 +14,20 @@
 #include "server/http_server.h"
 
 namespace bf::cli {
+namespace {
+
+// SIGINT / SIGTERM write a byte here (async-signal-safe); a watcher thread reads it and stops
+// the server. A handler rather than sigwait: threads that exist before main (OpenBLAS's)
+// would otherwise receive the signal with its default action.
+int stop_pipe[2] = {-1, -1};
+
+void on_stop_signal(int signal) {
+  unsigned char byte = static_cast<unsigned char>(signal);
+  ssize_t ignored = write(stop_pipe[1], &byte, 1);
+  (void)ignored;
+}
+
+}  // namespace
 
 Command add_serve_command(CLI::App& app) {
   struct Options {
@@ -68,12 +84,6 @@ Command add_serve_command(CLI::App& app) {
     }
     o->server.model_path = o->engine.model;
 
-    // Signals go to one thread only: block them before any other thread starts.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     // A client that disconnects mid-stream must fail the write, not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
 
@@ -86,16 +96,24 @@ Command add_serve_command(CLI::App& app) {
     log_info("blockflash serve: model '", state.model_name(), "' on http://", o->server.host, ":",
              http.port(), " (max_model_len ", state.max_model_len(), ")");
 
+    BF_CHECK(pipe(stop_pipe) == 0, "cannot create the shutdown pipe");
     std::thread watcher([&] {
-      int signal = 0;
-      sigwait(&signals, &signal);
-      log_info("signal ", signal, ": shutting down");
+      unsigned char signal = 0;
+      if (read(stop_pipe[0], &signal, 1) == 1 && signal != 0)
+        log_info("signal ", static_cast<int>(signal), ": shutting down");
       http.stop();
     });
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
     http.run();
-    // run() returned (stopped by the watcher or failed): make sure the watcher ends too.
-    pthread_kill(watcher.native_handle(), SIGTERM);
+    // run() returned (stopped by the watcher, or failed): make sure the watcher ends too.
+    on_stop_signal(0);
     watcher.join();
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
     return 0;
   };
 }

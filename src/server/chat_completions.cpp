@@ -36,12 +36,16 @@ struct ChatJob {
   std::shared_ptr<RequestGroup> group;
   std::vector<ChatChoice> choices;
   int64_t num_prompt_tokens = 0;
+  std::optional<int32_t> prompt_logprobs;  // vLLM extension: top-k per prompt token
+  nlohmann::json prompt_logprobs_json;     // filled from the first update that has them
 };
 
 // Applies an update; returns the delta it produced (reasoning / content) and its logprobs.
 ReasoningParser::Delta apply_update(const Tokenizer& tokenizer, ChatJob& job, const SequenceUpdate& u,
                                     ChatChoice& choice, nlohmann::json& logprobs) {
   ReasoningParser::Delta delta;
+  if (u.prompt_logprobs && job.prompt_logprobs)
+    job.prompt_logprobs_json = prompt_logprobs_json(tokenizer, *u.prompt_logprobs, *job.prompt_logprobs);
   choice.text += u.new_text;
   if (choice.parser) {
     delta = choice.parser->push(u.new_text);
@@ -75,6 +79,7 @@ bool is_rejection(const SequenceUpdate& u, int64_t num_tokens) {
 
 HandlerResponse run_blocking(ServerState& state, const std::shared_ptr<ChatJob>& job) {
   while (!job->group->done()) {
+    check_shutdown(state, *job->group);
     GroupUpdate gu;
     if (!job->group->next(gu, std::chrono::milliseconds(100))) continue;
     ChatChoice& choice = job->choices.at(gu.update.id.index);
@@ -110,7 +115,7 @@ HandlerResponse run_blocking(ServerState& state, const std::shared_ptr<ChatJob>&
                    {"choices", std::move(choices)},
                    {"usage", usage_json(job->num_prompt_tokens, completion_tokens)},
                    {"system_fingerprint", nullptr},
-                   {"prompt_logprobs", nullptr}};
+                   {"prompt_logprobs", job->prompt_logprobs_json}};
   return response;
 }
 
@@ -138,6 +143,7 @@ void run_streaming(ServerState& state, const std::shared_ptr<ChatJob>& job, cons
     }
   }
   while (!job->group->done()) {
+    check_shutdown(state, *job->group);
     GroupUpdate gu;
     if (!job->group->next(gu, std::chrono::milliseconds(100))) continue;
     size_t index = gu.update.id.index;
@@ -215,6 +221,7 @@ HandlerResponse handle_chat_completions(ServerState& state, const nlohmann::json
   job->model = state.model_name();
   std::string prompt = render_chat_prompt(state, f, raw_body);
   job->params = parse_sampling_params(f, state.engine.engine().generation_defaults());
+  job->prompt_logprobs = job->params.prompt_logprobs;
   auto max_completion_tokens = f.get_int32("max_completion_tokens");
   auto max_tokens = f.get_int32("max_tokens");
   job->logprobs = f.get_bool("logprobs").value_or(false);

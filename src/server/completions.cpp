@@ -96,6 +96,7 @@ nlohmann::json choice_json(size_t index, const std::string& text, nlohmann::json
 HandlerResponse run_blocking(ServerState& state, std::shared_ptr<CompletionJob> job) {
   const Tokenizer& tokenizer = state.tokenizer;
   while (!job->group->done()) {
+    check_shutdown(state, *job->group);
     GroupUpdate gu;
     if (!job->group->next(gu, std::chrono::milliseconds(100))) continue;
     size_t index = gu.prompt_index * job->params.n + gu.update.id.index;
@@ -131,6 +132,7 @@ void run_streaming(ServerState& state, const std::shared_ptr<CompletionJob>& job
                           {"choices", std::move(choices)}};
   };
   while (!job->group->done()) {
+    check_shutdown(state, *job->group);
     GroupUpdate gu;
     if (!job->group->next(gu, std::chrono::milliseconds(100))) continue;
     size_t index = gu.prompt_index * job->params.n + gu.update.id.index;

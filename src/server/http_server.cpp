@@ -99,6 +99,9 @@ struct HttpServer::Impl {
             };
             try {
               (*stream)(write);
+            } catch (const ApiError& e) {
+              write(dump_json(error_json(e)));
+              write("[DONE]");
             } catch (const std::exception& e) {
               log_error("stream failed: ", e.what());
               write(dump_json(error_json(500, "InternalServerError", e.what())));
@@ -242,7 +245,9 @@ int HttpServer::port() const { return impl_->bound_port; }
 void HttpServer::run() { impl_->server.listen_after_bind(); }
 
 void HttpServer::stop() {
-  if (impl_ && impl_->server.is_running()) impl_->server.stop();
+  if (!impl_) return;
+  impl_->state.shutting_down = true;
+  if (impl_->server.is_running()) impl_->server.stop();
 }
 
 }  // namespace bf::server

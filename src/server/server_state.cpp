@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "server/api_error.h"
 #include "server/output_format.h"
+#include "server/request_group.h"
 #include "server/request_params.h"
 
 namespace bf::server {
@@ -32,6 +33,12 @@ void ServerState::check_model(const std::optional<std::string>& requested) const
   for (const std::string& name : options.served_model_names)
     if (*requested == name) return;
   throw ApiError(404, "NotFoundError", "The model `" + *requested + "` does not exist.", "model");
+}
+
+void check_shutdown(const ServerState& state, RequestGroup& group) {
+  if (!state.shutting_down.load()) return;
+  group.abort();
+  throw ApiError(503, "ServiceUnavailableError", "the server is shutting down");
 }
 
 std::string random_id(const char* prefix) {

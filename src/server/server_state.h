@@ -4,6 +4,7 @@
 // (state, request JSON) so tests can call them without a socket.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -41,12 +42,17 @@ struct ServerState {
   Metrics metrics;
   std::optional<ChatPrompt> chat;
   bool reasoning_enabled = false;
+  // Set when the server stops: running requests are aborted instead of holding shutdown.
+  std::atomic<bool> shutting_down{false};
 
   const std::string& model_name() const { return options.served_model_names.front(); }
   int32_t max_model_len() const { return engine.engine().config().max_model_len; }
   // A request's "model" must be one of the served names (absent: the first); 404 otherwise.
   void check_model(const std::optional<std::string>& requested) const;
 };
+
+// Aborts the group and throws a 503 when the server is shutting down.
+void check_shutdown(const ServerState& state, class RequestGroup& group);
 
 // Writes one SSE event ("data: <payload>\n\n"); false once the client is gone.
 using SseWrite = std::function<bool(const std::string& payload)>;

@@ -1,6 +1,9 @@
 // Unit tests of the server's pieces that need no socket or model: the reasoning parser,
 // typed field reading, error JSON, metrics text, chat message normalisation and prompt
 // reasoning detection.
+#include <filesystem>
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 #include "server/api_error.h"
@@ -149,6 +152,54 @@ TEST(ChatPrompt, RendersAndContinuesFinalMessage) {
   EXPECT_EQ(chat.render(messages, options), "<|user|>hi<|end|><|assistant|>Hel");
   options.add_generation_prompt = true;
   EXPECT_THROW(chat.render(messages, options), ApiError);
+}
+
+}  // namespace
+}  // namespace bf::server
+
+namespace bf::server {
+namespace {
+
+class ChatPromptLoad : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("bf_chat_load_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / name) << text;
+  }
+  std::string render(const std::optional<ChatPrompt>& chat) {
+    return chat->render(nlohmann::ordered_json::parse(R"([{"role": "user", "content": "hi"}])"),
+                        ChatRenderOptions{});
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ChatPromptLoad, JinjaFileWinsOverConfig) {
+  write("tokenizer_config.json", R"({"chat_template": "config", "eos_token": "<e>"})");
+  write("chat_template.jinja", "file {{ eos_token }}");
+  EXPECT_EQ(render(ChatPrompt::load(dir_, "")), "file <e>");
+}
+
+TEST_F(ChatPromptLoad, ConfigStringListAndNone) {
+  EXPECT_FALSE(ChatPrompt::load(dir_, "").has_value());
+  write("tokenizer_config.json", R"({"chat_template": "str {{ messages[0].content }}"})");
+  EXPECT_EQ(render(ChatPrompt::load(dir_, "")), "str hi");
+  write("tokenizer_config.json", R"({"chat_template": [{"name": "tool_use", "template": "tools"},
+      {"name": "default", "template": "default"}], "bos_token": {"content": "<b>"}})");
+  EXPECT_EQ(render(ChatPrompt::load(dir_, "")), "default");
+}
+
+TEST_F(ChatPromptLoad, OverrideFileOrText) {
+  write("other.jinja", "override file");
+  EXPECT_EQ(render(ChatPrompt::load(dir_, (dir_ / "other.jinja").string())), "override file");
+  EXPECT_EQ(render(ChatPrompt::load(dir_, "inline {{ 1 + 1 }}")), "inline 2");
+  EXPECT_THROW(ChatPrompt::load(dir_, "/no/such/file.jinja"), Error);
 }
 
 }  // namespace

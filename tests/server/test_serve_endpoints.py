@@ -185,6 +185,10 @@ def test_chat(base, name):
     assert r["usage"]["prompt_tokens"] == tok["count"] and r["usage"]["completion_tokens"] == 10
     assert tok["max_model_len"] == 512 and tok["count"] == len(tok["tokens"])
 
+    # prompt_logprobs (vLLM extension) on chat.
+    status, rp = post_json(base, "/v1/chat/completions", dict(body, prompt_logprobs=1, max_tokens=2))
+    assert status == 200 and len(rp["prompt_logprobs"]) == tok["count"] and rp["prompt_logprobs"][0] is None
+
     # Thinking disabled: everything is content.
     status, rn = post_json(base, "/v1/chat/completions",
                            dict(body, chat_template_kwargs={"enable_thinking": False}))
@@ -363,6 +367,24 @@ def test_auth_and_queue(binary, model_dir):
         assert request("GET", s.base + "/v1/models", headers={"Authorization": "Bearer envkey"})[0] == 200
 
 
+def test_shutdown(binary, model_dir):
+    """SIGTERM stops the server promptly, answering a running request with a 503."""
+    s = Server(binary, model_dir, max_model_len=20000)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(r=post_json(
+        s.base, "/v1/completions", {"prompt": "x", "max_tokens": 19000, "ignore_eos": True})))
+    worker.start()
+    deadline = time.time() + 10
+    while metrics(s.base)["vllm:num_requests_running"] == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    started = time.time()
+    s.proc.terminate()
+    assert s.proc.wait(10) == 0
+    assert time.time() - started < 2
+    worker.join()
+    check_error(*result["r"], 503, "ServiceUnavailableError", contains="shutting down")
+
+
 def main():
     binary, checkpoint = main_args()
     model_dir = make_model_dir(checkpoint)
@@ -377,6 +399,7 @@ def main():
         test_metrics(s.base, name)
         assert s.alive()
     test_auth_and_queue(binary, model_dir)
+    test_shutdown(binary, model_dir)
     print("OK")
 
 
