@@ -47,8 +47,13 @@ class Backend {
 
   // Converts host f32 weights into this backend's storage (identity on the CPU).
   virtual Tensor upload(const Tensor& host_f32) = 0;
-  virtual Tensor empty(Shape shape, DType dtype = DType::kF32) = 0;
-  virtual Tensor zeros(Shape shape, DType dtype = DType::kF32) = 0;
+  virtual Tensor empty(Shape shape, DType dtype) = 0;
+  virtual Tensor zeros(Shape shape, DType dtype) = 0;
+  // The dtype of activations and KV cache entries: f32 on the CPU, bf16 on CUDA.
+  // Recurrent (GDN) state is always f32.
+  virtual DType activation_dtype() const { return DType::kF32; }
+  Tensor empty(Shape shape) { return empty(std::move(shape), activation_dtype()); }
+  Tensor zeros(Shape shape) { return zeros(std::move(shape), activation_dtype()); }
   virtual Tensor to_host(const Tensor& tensor) = 0;  // f32 host copy
 
   // out[t, :] = table[ids[t], :]. table: [vocab, hidden]; out: [T, hidden].

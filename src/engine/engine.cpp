@@ -19,12 +19,6 @@ size_t safe_text_end(const std::string& text, size_t holdback) {
   return end;
 }
 
-// The seed of sequence `index` of a request: index 0 uses the request's seed as given, so a
-// request with n=1 and seed s samples as every other request with seed s.
-uint64_t sequence_seed(uint64_t request_seed, int32_t index) {
-  return index == 0 ? request_seed : mix64(request_seed ^ (0x9e3779b97f4a7c15ull * index));
-}
-
 SchedulerConfig scheduler_config(const EngineConfig& config, int32_t num_blocks,
                                  int32_t num_slots) {
   SchedulerConfig sc;
@@ -113,7 +107,7 @@ void Engine::add_request(EngineRequest request, UpdateCallback callback) {
   for (auto& seq : seqs) {
     SequenceContext context;
     context.params = params;
-    context.seed = sequence_seed(seed, seq->id.index);
+    context.seed = child_seed(seed, seq->id.index);
     context.callback = callback;
     context.detokenizer =
         std::make_unique<IncrementalDetokenizer>(*tokenizer_, params.skip_special_tokens);

@@ -18,9 +18,11 @@ ModelCache ModelCache::allocate(Backend& be, const ModelConfig& c, const CacheSi
       cache.kv.push_back(KvCache{be.zeros(shape), be.zeros(shape)});
     } else {
       cache.gdn.push_back(GdnStatePool{
-          be.zeros({sizes.num_state_slots, c.linear_conv_dim(), c.linear_conv_kernel_dim - 1}),
+          be.zeros({sizes.num_state_slots, c.linear_conv_dim(), c.linear_conv_kernel_dim - 1},
+                   DType::kF32),
           be.zeros({sizes.num_state_slots, c.linear_num_value_heads, c.linear_key_head_dim,
-                    c.linear_value_head_dim})});
+                    c.linear_value_head_dim},
+                   DType::kF32)});
     }
   }
   return cache;

@@ -107,8 +107,10 @@ TEST_P(GoldenTest, ChunkedPrefillEqualsOneShot) {
     for (int i = 0; begin < ids.size(); ++i) {
       size_t len = std::min<size_t>(chunk_sizes[i % 7], ids.size() - begin);
       std::vector<int32_t> part(ids.begin() + begin, ids.begin() + begin + len);
-      for (auto& row : chunked.run({{.seq = 0, .tokens = part, .all_logits = true}})[0])
-        got.push_back(std::move(row));
+      // Keep the result alive: a range-for over run(...)[0] would dangle (the temporary
+      // returned by run() dies before the loop body runs).
+      auto result = chunked.run({{.seq = 0, .tokens = part, .all_logits = true}});
+      for (auto& row : result[0]) got.push_back(std::move(row));
       begin += len;
     }
     ASSERT_EQ(got.size(), expected.size());
