@@ -37,6 +37,10 @@ struct GdnDims {
 struct AttentionParams {
   float scale = 1.0f;   // softmax scale, usually 1/sqrt(head_dim)
   bool causal = true;   // new tokens see cached context plus earlier new tokens of their sequence
+                        // (false: every new token sees all kv_len positions, as DFlash drafts)
+  // 0: no window. Else a query at absolute position p sees only key positions j > p - window
+  // (with causal also j <= p): the drafter's sliding_attention layers.
+  int32_t sliding_window = 0;
 };
 
 class Backend {

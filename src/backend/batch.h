@@ -14,6 +14,12 @@ struct BatchSequence {
   int32_t num_computed = 0;    // tokens already in the KV cache / GDN state before this pass
   int32_t state_slot = -1;     // Gated DeltaNet state slot (conv + recurrent) of this sequence
   std::vector<int32_t> block_table;  // KV blocks holding positions [0, num_computed + query_len)
+  // Speculative verify: when non-empty (one entry per new token), the Gated DeltaNet ops read
+  // the initial state from state_slot, leave running it, and write the state *after* new token
+  // i (conv window and recurrent state) to slot snapshot_slots[i]; the final state is not
+  // written to state_slot unless it is listed. snapshot_slots may contain state_slot itself:
+  // the initial state is read before any snapshot is written. Uses the recurrent form.
+  std::vector<int32_t> snapshot_slots;
 
   bool has_initial_state() const { return num_computed > 0; }
   int32_t kv_len() const { return num_computed + query_len; }

@@ -133,7 +133,7 @@ ForwardOutput Model::forward(const ForwardBatch& batch, ModelCache& cache,
       Tensor layer_output = be.empty({T, c.hidden_size});
       be.embedding(all_rows, residual, layer_output);
       be.add(layer_output, block_out);
-      output.captured_hidden[j] = be.to_host(layer_output);
+      output.captured_hidden[j] = layer_output;
     }
   }
   be.add_rms_norm(residual, block_out, final_norm_, c.rms_norm_eps, true, normed);

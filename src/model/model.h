@@ -32,7 +32,8 @@ struct ModelCache {
 
 struct ForwardOutput {
   Tensor logits;  // [batch.logits_rows.size(), vocab], host f32
-  // Hidden states (decoder layer outputs) of the layers asked for, all batch rows, host f32.
+  // Hidden states (decoder layer outputs) of the layers asked for, all batch rows
+  // [T, hidden], on the backend's device (the DFlash drafter consumes them there).
   std::vector<Tensor> captured_hidden;
 };
 

@@ -28,24 +28,26 @@ struct AttnSeq {
 };
 
 // Naive attention of one sequence's new queries q [query_len, Hq, hd] over contiguous K/V.
-std::vector<double> naive_attention(const float* q, const AttnSeq& s, float scale, bool causal) {
+std::vector<double> naive_attention(const float* q, const AttnSeq& s, float scale, bool causal,
+                                    int window = 0) {
   const int kv_len = s.num_computed + s.query_len;
   std::vector<double> out(s.query_len * kHq * kHd, 0.0);
   for (int i = 0; i < s.query_len; ++i)
     for (int h = 0; h < kHq; ++h) {
       const int kvh = h / (kHq / kHkv);
       const int visible = causal ? s.num_computed + i + 1 : kv_len;
-      std::vector<double> p(visible);
+      const int first = window > 0 ? std::max(0, s.num_computed + i - window + 1) : 0;
+      std::vector<double> p(visible, 0.0);
       double max_score = -INFINITY, sum = 0;
-      for (int j = 0; j < visible; ++j) {
+      for (int j = first; j < visible; ++j) {
         double dot = 0;
         for (int d = 0; d < kHd; ++d)
           dot += double(q[(i * kHq + h) * kHd + d]) * s.k.f32()[(j * kHkv + kvh) * kHd + d];
         p[j] = dot * scale;
         max_score = std::max(max_score, p[j]);
       }
-      for (double& x : p) sum += x = std::exp(x - max_score);
-      for (int j = 0; j < visible; ++j)
+      for (int j = first; j < visible; ++j) sum += p[j] = std::exp(p[j] - max_score);
+      for (int j = first; j < visible; ++j)
         for (int d = 0; d < kHd; ++d)
           out[(i * kHq + h) * kHd + d] += p[j] / sum * s.v.f32()[(j * kHkv + kvh) * kHd + d];
     }
@@ -84,7 +86,7 @@ class CpuAttention : public ::testing::Test {
   }
 
   // Writes the new K/V of every sequence and runs attention of the whole batch.
-  Tensor run(const std::vector<AttnSeq>& seqs, const Tensor& q, bool causal) {
+  Tensor run(const std::vector<AttnSeq>& seqs, const Tensor& q, bool causal, int window = 0) {
     std::vector<SeqSpec> specs;
     for (const AttnSeq& s : seqs) specs.push_back({s.query_len, s.num_computed, 0, s.block_table});
     ForwardBatch batch = make_batch(specs, kBlockSize);
@@ -96,7 +98,10 @@ class CpuAttention : public ::testing::Test {
     }
     be->kv_write(k_new, v_new, batch, cache);
     Tensor out = be->empty({batch.num_tokens(), kHq, kHd});
-    be->paged_attention(q, cache, batch, {.scale = 1.0f / std::sqrt(float(kHd)), .causal = causal}, out);
+    be->paged_attention(q, cache, batch,
+                        {.scale = 1.0f / std::sqrt(float(kHd)), .causal = causal,
+                         .sliding_window = window},
+                        out);
     return out;
   }
 };
@@ -116,6 +121,29 @@ TEST_F(CpuAttention, PagedBatchMatchesNaive) {
           naive_attention(q.f32() + row * kHq * kHd, s, 1.0f / std::sqrt(float(kHd)), causal);
       EXPECT_TRUE(all_close(out.f32() + row * kHq * kHd, want, 1e-5, 1e-5));
       row += s.query_len;
+    }
+  }
+}
+
+// DFlash's sliding_attention draft layers: causal + a window over absolute positions; full
+// layers non-causal with a window are covered too (the window then cuts only old context).
+TEST_F(CpuAttention, SlidingWindowMatchesNaive) {
+  std::vector<AttnSeq> seqs = {make_seq(0, 9), make_seq(13, 6), make_seq(21, 1), make_seq(7, 5)};
+  int T = 0;
+  for (const AttnSeq& s : seqs) T += s.query_len;
+  for (bool causal : {true, false}) {
+    for (int window : {1, 3, 8}) {
+      SCOPED_TRACE(std::string(causal ? "causal" : "non-causal") + " window " +
+                   std::to_string(window));
+      Tensor q = random_tensor({T, kHq, kHd}, rng, -2, 2);
+      Tensor out = run(seqs, q, causal, window);
+      int row = 0;
+      for (const AttnSeq& s : seqs) {
+        const std::vector<double> want = naive_attention(
+            q.f32() + row * kHq * kHd, s, 1.0f / std::sqrt(float(kHd)), causal, window);
+        EXPECT_TRUE(all_close(out.f32() + row * kHq * kHd, want, 1e-5, 1e-5));
+        row += s.query_len;
+      }
     }
   }
 }

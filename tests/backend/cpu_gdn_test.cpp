@@ -312,6 +312,38 @@ TEST(CpuDeltaRule, SnapshotsHoldTheStateAfterEachToken) {
   EXPECT_TRUE(bitwise_equal(out.f32(), out_step.f32(), out.numel()));
 }
 
+// The same through the op interface: BatchSequence::snapshot_slots (what the engine uses),
+// with the state slot itself as snapshot 0 (read before it is overwritten), next to a plain
+// sequence in the same batch that must update its own slot as usual.
+TEST(CpuDeltaRule, BatchSnapshotSlotsMayReuseTheStateSlot) {
+  auto be = make_cpu_backend();
+  std::mt19937 rng(510);
+  const int len = 4;
+  DeltaInputs in = random_delta_inputs(len + 2, rng);
+  Tensor state = random_state_pool(rng);
+  Tensor stepped = test::clone(state);
+  ForwardBatch batch = make_batch({{len, 9, 0}, {2, 5, 5}});
+  batch.seqs[0].snapshot_slots = {0, 2, 3, 1};
+  Tensor out = delta_out(len + 2);
+  run_delta(*be, in, batch, state, out);
+  const int64_t slot_size = state.numel() / kPool;
+  Tensor out_step = delta_out(len);
+  for (int j = 0; j < len; ++j) {
+    Tensor out_t = out_step.rows(j, 1);
+    run_delta(*be, rows_of(in, j, 1), make_batch({{1, 9 + j, 0}}), stepped, out_t);
+    EXPECT_TRUE(bitwise_equal(state.f32() + batch.seqs[0].snapshot_slots[j] * slot_size,
+                              stepped.f32(), slot_size))
+        << "snapshot " << j;
+  }
+  EXPECT_TRUE(bitwise_equal(out.f32(), out_step.f32(), out_step.numel()));
+  // The plain sequence (slot 5) advanced its own state exactly as alone.
+  Tensor out_plain = delta_out(2);
+  run_delta(*be, rows_of(in, len, 2), make_batch({{2, 5, 5}}), stepped, out_plain);
+  EXPECT_TRUE(bitwise_equal(state.f32() + 5 * slot_size, stepped.f32() + 5 * slot_size, slot_size));
+  batch.seqs[0].snapshot_slots = {0, 2};  // wrong count
+  EXPECT_THROW(run_delta(*be, in, batch, state, out), Error);
+}
+
 TEST(CpuDeltaRule, RejectsBadShapes) {
   auto be = make_cpu_backend();
   std::mt19937 rng(600);

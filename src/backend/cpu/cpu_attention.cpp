@@ -1,7 +1,8 @@
 // CPU reference of paged attention. Cache layout [num_blocks, block_size, Hkv, hd]; token
 // position p of a sequence lives in slot block_table[p / block_size] * block_size +
 // p % block_size. Each new query i (absolute position num_computed + i) attends to positions
-// [0, num_computed + i] when causal, else to all kv_len positions; softmax in f32 with max
+// [0, num_computed + i] when causal, else to all kv_len positions (a sliding window of W
+// drops positions <= num_computed + i - W); softmax in f32 with max
 // subtraction. kv_write skips slot -1 (padding). GQA: query head h reads kv head
 // h / (Hq / Hkv). out may alias q.
 #include <algorithm>
@@ -73,12 +74,17 @@ void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& 
     scores.resize(kv_len);
     for (int64_t i = 0; i < seq.query_len; ++i) {
       const int64_t t = seq.query_start + i;
-      const int64_t visible = params.causal ? seq.num_computed + i + 1 : kv_len;
+      const int64_t position = seq.num_computed + i;
+      const int64_t visible = params.causal ? position + 1 : kv_len;
+      // Sliding window: keys at positions <= position - window are out of sight.
+      const int64_t first = params.sliding_window > 0
+                                ? std::max<int64_t>(0, position - params.sliding_window + 1)
+                                : 0;
       for (int64_t h = 0; h < hq; ++h) {
         const int64_t kvh = h / group;
         const float* qh = q.f32() + (t * hq + h) * hd;
         float max_score = -INFINITY;
-        for (int64_t p = 0; p < visible; ++p) {
+        for (int64_t p = first; p < visible; ++p) {
           const float* kp = cache.k.f32() + (slot_of[p] * hkv + kvh) * hd;
           float dot = 0.0f;
           for (int64_t d = 0; d < hd; ++d) dot += qh[d] * kp[d];
@@ -86,9 +92,9 @@ void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& 
           max_score = std::max(max_score, scores[p]);
         }
         float sum = 0.0f;
-        for (int64_t p = 0; p < visible; ++p) sum += scores[p] = std::exp(scores[p] - max_score);
+        for (int64_t p = first; p < visible; ++p) sum += scores[p] = std::exp(scores[p] - max_score);
         std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t p = 0; p < visible; ++p) {
+        for (int64_t p = first; p < visible; ++p) {
           const float weight = scores[p] / sum;
           const float* vp = cache.v.f32() + (slot_of[p] * hkv + kvh) * hd;
           for (int64_t d = 0; d < hd; ++d) acc[d] += weight * vp[d];

@@ -213,6 +213,8 @@ void delta_rule_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const BatchSequence& seq = batch.seqs[s];
     if (seq.query_len == 0) continue;
+    const std::vector<int32_t>* snapshots = snapshots_of(batch, snapshot_slots_per_seq, s,
+                                                         a.num_slots, op);
     for (int64_t h = 0; h < a.hv; ++h) {
       float* slot_state = state.f32() + (seq.state_slot * a.hv + h) * state_size;
       if (seq.has_initial_state()) {
@@ -220,9 +222,9 @@ void delta_rule_impl(const Tensor& q, const Tensor& k, const Tensor& v, const Te
       } else {
         std::fill(S.begin(), S.end(), 0.0f);
       }
-      if (snapshot_slots_per_seq != nullptr) {
-        run_recurrent(a, v, g, beta, seq.query_start, seq.query_len, h, S.data(),
-                      &(*snapshot_slots_per_seq)[s], state, out);
+      if (snapshots != nullptr) {
+        run_recurrent(a, v, g, beta, seq.query_start, seq.query_len, h, S.data(), snapshots,
+                      state, out);
         continue;  // the snapshots are the result; the state slot is left as it was
       }
       if (seq.query_len == 1) {

@@ -85,9 +85,11 @@ void conv1d_impl(const Tensor& x, const Tensor& weight, const ForwardBatch& batc
       std::fill(window.begin(), window.end(), 0.0f);
     }
     const int64_t row0 = seq.query_start * d.conv_dim;
+    const std::vector<int32_t>* snapshots = snapshots_of(batch, snapshot_slots_per_seq, s,
+                                                         d.num_slots, op);
     conv_sequence(x.f32() + row0, seq.query_len, weight.f32(), d, window, out.f32() + row0,
-                  snapshot_slots_per_seq ? &(*snapshot_slots_per_seq)[s] : nullptr, conv_state);
-    if (snapshot_slots_per_seq == nullptr) std::copy(window.begin(), window.end(), state);
+                  snapshots, conv_state);
+    if (snapshots == nullptr) std::copy(window.begin(), window.end(), state);
   }
 }
 

@@ -89,4 +89,20 @@ inline void check_snapshot_slots(const ForwardBatch& batch,
   }
 }
 
+// The snapshot slots sequence s writes: the explicit per-sequence lists when given (the
+// *_snapshots entry points), else the batch's own BatchSequence::snapshot_slots; nullptr when
+// the sequence runs normally (final state written back to its state slot).
+inline const std::vector<int32_t>* snapshots_of(
+    const ForwardBatch& batch, const std::vector<std::vector<int32_t>>* snapshot_slots_per_seq,
+    size_t s, int64_t num_slots, const char* op) {
+  if (snapshot_slots_per_seq != nullptr) return &(*snapshot_slots_per_seq)[s];
+  const BatchSequence& seq = batch.seqs[s];
+  if (seq.snapshot_slots.empty()) return nullptr;
+  BF_CHECK(static_cast<int64_t>(seq.snapshot_slots.size()) == seq.query_len, op, ": sequence ",
+           s, " has ", seq.query_len, " new tokens but ", seq.snapshot_slots.size(),
+           " snapshot slots");
+  for (int32_t slot : seq.snapshot_slots) check_state_slot(slot, num_slots, s, op);
+  return &seq.snapshot_slots;
+}
+
 }  // namespace bf::cpu

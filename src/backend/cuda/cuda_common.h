@@ -1,0 +1,70 @@
+// Shared by the CUDA backend's host code and kernels: error checks, the launch context
+// (one stream), and the small device-side dtype helpers. Kernels take raw pointers plus a
+// dtype code so one instantiation serves bf16 and f32 tensors where it costs nothing.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/error.h"
+
+namespace bf::cuda {
+
+#define BF_CUDA_CHECK(expr)                                                              \
+  do {                                                                                   \
+    cudaError_t bf_err_ = (expr);                                                        \
+    if (bf_err_ != cudaSuccess)                                                          \
+      ::bf::fail("CUDA error ", cudaGetErrorName(bf_err_), " (", cudaGetErrorString(bf_err_), \
+                 ") at ", __FILE__, ":", __LINE__, ": ", #expr);                         \
+  } while (0)
+
+// After each launch: a bad configuration shows up here, not later.
+#define BF_CUDA_LAUNCH_CHECK() BF_CUDA_CHECK(cudaGetLastError())
+
+// Element type codes passed to kernels (match bf::DType's kF32 / kBF16).
+enum DT : int { kDtF32 = 0, kDtBF16 = 2 };
+
+#if defined(__CUDACC__)
+__device__ __forceinline__ float ld(const void* p, int dt, int64_t i) {
+  return dt == kDtF32 ? static_cast<const float*>(p)[i]
+                      : __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+}
+__device__ __forceinline__ void st(void* p, int dt, int64_t i, float v) {
+  if (dt == kDtF32)
+    static_cast<float*>(p)[i] = v;
+  else
+    static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
+}
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + __expf(-x)); }
+__device__ __forceinline__ float siluf_(float x) { return x / (1.0f + __expf(-x)); }
+
+template <int N>
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = N / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Sum over a block of blockDim.x threads (multiple of 32, at most 1024). scratch: 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  v = warp_sum<32>(v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x / 32;
+  float total = 0.0f;
+  for (int w = 0; w < warps; ++w) total += scratch[w];
+  return total;
+}
+#endif
+
+inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+}  // namespace bf::cuda

@@ -1,0 +1,98 @@
+// Launchers of the CUDA backend's kernels (defined in the kernels_*.cu files), callable from
+// plain C++. Pointers are device pointers; `dt` arguments are DT codes (cuda_common.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace bf::cuda {
+
+// One sequence of a forward batch as the kernels see it.
+struct SeqInfo {
+  int32_t query_start, query_len, num_computed, state_slot;
+  int32_t table_offset;     // into DeviceBatch::block_tables
+  int32_t num_blocks;       // entries of its block table
+  int32_t snapshot_offset;  // into DeviceBatch::snapshots, -1 when not a verify block
+  int32_t pad;
+};
+
+// The batch metadata on the device (uploaded once per forward batch).
+struct DeviceBatch {
+  const int32_t* positions = nullptr;     // [num_tokens]
+  const int32_t* slot_mapping = nullptr;  // [num_tokens]
+  const int32_t* token_seq = nullptr;     // [num_tokens] sequence of each row, -1 for none
+  const SeqInfo* seqs = nullptr;          // [num_seqs]
+  const int32_t* block_tables = nullptr;  // concatenated block tables
+  const int32_t* snapshots = nullptr;     // concatenated snapshot slot lists
+  int32_t num_tokens = 0, num_seqs = 0;
+  int32_t max_query_len = 0, max_kv_len = 0;
+  bool any_snapshots = false;
+};
+
+// --- dense (kernels_dense.cu) ---
+void launch_embedding(const int32_t* ids, int64_t n, const void* table, int table_dt,
+                      int64_t vocab, int64_t hidden, void* out, int out_dt, cudaStream_t s);
+// residual (optional, same rows/dim): residual += x, then out = norm(residual).
+void launch_rms_norm(const void* x, int x_dt, void* residual, int res_dt, const void* w, int w_dt,
+                     int64_t rows, int64_t dim, float eps, bool one_centered, void* out,
+                     int out_dt, cudaStream_t s);
+void launch_gated_rms_norm(const void* o, int o_dt, const void* z, int z_dt, const void* w,
+                           int w_dt, int64_t rows, int64_t dim, float eps, void* out, int out_dt,
+                           cudaStream_t s);
+void launch_rope(void* x, int dt, const int32_t* positions, int64_t tokens, int64_t heads,
+                 int64_t head_dim, int32_t rotary_dim, float theta, cudaStream_t s);
+// op: 0 out = silu(a)*b; 1 out = a*sigmoid(b); 2 out = a + b.
+void launch_binary(int op, const void* a, int a_dt, const void* b, int b_dt, void* out,
+                   int out_dt, int64_t n, cudaStream_t s);
+void launch_slice_columns(const void* x, int x_dt, int64_t rows, int64_t cols, int64_t begin,
+                          int64_t width, void* out, int out_dt, cudaStream_t s);
+void launch_sigmoid_scale_rows(void* x, int x_dt, int64_t rows, int64_t cols, const void* gate,
+                               int gate_dt, cudaStream_t s);
+
+// --- Gated DeltaNet (kernels_gdn.cu, kernels_delta.cu) ---
+void launch_causal_conv1d(const void* x, int x_dt, const void* w, int w_dt, int64_t conv_dim,
+                          int64_t kernel, const DeviceBatch& b, float* conv_state, void* out,
+                          int out_dt, cudaStream_t s);
+void launch_gdn_gates(const void* a, int a_dt, const void* bb, int b_dt, const void* A_log,
+                      int A_dt, const void* dt_bias, int dtb_dt, int64_t tokens, int64_t hv,
+                      void* g, int g_dt, void* beta, int beta_dt, cudaStream_t s);
+struct DeltaArgs {
+  const void* q; const void* k; const void* v; const void* g; const void* beta;
+  int q_dt, k_dt, v_dt, g_dt, beta_dt;
+  int hk, hv, dk, dv;
+  float* state;  // [num_slots, hv, dk, dv]
+  void* out; int out_dt;
+};
+void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
+
+// --- attention (kernels_attention.cu) ---
+void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const DeviceBatch& b,
+                     int64_t row, int64_t num_slots, void* cache_k, void* cache_v, int cache_dt,
+                     cudaStream_t s);
+struct AttnArgs {
+  const void* q; void* out;       // bf16 [T, hq, hd]
+  const void* k_cache; const void* v_cache;  // bf16 [blocks, block_size, hkv, hd]
+  int hq, hkv, hd, block_size;
+  float scale; bool causal; int sliding_window;
+  float* partial_o = nullptr;     // split-KV scratch [splits, T, hq, hd]
+  float* partial_ml = nullptr;    // [splits, T, hq, 2]
+  int num_splits = 1, split_len = 0;
+};
+// Portable SIMT kernel (any sm): warps over keys, online softmax, optional split-KV.
+void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
+
+// --- MoE (kernels_moe.cu) ---
+// logits: f32 [T, E]. Writes top-k ids and renormalised weights [T, k].
+void launch_moe_route(const float* logits, int64_t tokens, int64_t experts, int top_k,
+                      int32_t* ids, float* weights, cudaStream_t s);
+// act[t, k, :] = silu(gate_e x_t) * up_e x_t  (f32 [T, k, I])
+void launch_moe_gate_up(const void* x, int x_dt, const void* gate_up, int64_t tokens,
+                        int64_t hidden, int64_t inter, int top_k, const int32_t* ids, float* act,
+                        cudaStream_t s);
+// out[t, :] = sum_k w_k down_e act[t, k]
+void launch_moe_down(const float* act, const void* down, int64_t tokens, int64_t hidden,
+                     int64_t inter, int top_k, const int32_t* ids, const float* weights,
+                     void* out, int out_dt, cudaStream_t s);
+
+}  // namespace bf::cuda
