@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   add(bf::cli::add_tokenize_command);
   add(bf::cli::add_detokenize_command);
   add(bf::cli::add_serve_command);
+  add(bf::cli::add_bench_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
