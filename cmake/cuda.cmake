@@ -22,13 +22,19 @@ if(BLOCKFLASH_WITH_CUDA)
     set(CMAKE_CUDA_ARCHITECTURES "90a;120a;121a")
   endif()
   enable_language(CUDA)
+  # CMake 3.25 does not know nvcc's C++20 flag (nvcc >= 12 has it): tell it.
+  set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
   set(CMAKE_CUDA_STANDARD 20)
   find_package(CUDAToolkit REQUIRED)
   file(GLOB_RECURSE cuda_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.cu
        ${CMAKE_SOURCE_DIR}/src/backend/cuda/*.cpp)
   add_library(bf_cuda STATIC ${cuda_srcs})
   target_include_directories(bf_cuda PUBLIC ${CMAKE_SOURCE_DIR}/src)
-  target_link_libraries(bf_cuda PUBLIC CUDA::cudart CUDA::cublasLt)
+  # bf_core for tensors and logging; bf_backend for the kernel registry (a static-library
+  # cycle, bf_backend links bf_cuda too, which CMake resolves by repeating them).
+  target_link_libraries(bf_cuda PUBLIC CUDA::cudart CUDA::cublasLt $<LINK_ONLY:bf_core> $<LINK_ONLY:bf_backend>)
+  target_compile_options(bf_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo>)
   message(STATUS "blockflash: CUDA backend ON (architectures ${CMAKE_CUDA_ARCHITECTURES})")
 else()
   message(STATUS "blockflash: CUDA backend OFF")

@@ -56,6 +56,15 @@ Tensor Tensor::wrap(void* data, Shape shape, DType dtype, Device device) {
   return tensor;
 }
 
+Tensor Tensor::adopt(std::shared_ptr<void> buffer, Shape shape, DType dtype, Device device) {
+  Tensor tensor;
+  tensor.buffer_ = std::move(buffer);
+  tensor.shape_ = std::move(shape);
+  tensor.dtype_ = dtype;
+  tensor.device_ = device;
+  return tensor;
+}
+
 int64_t Tensor::dim(int index) const {
   int r = rank();
   if (index < 0) index += r;

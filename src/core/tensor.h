@@ -55,6 +55,9 @@ class Tensor {
 
   // Wraps memory owned elsewhere (e.g. a device pool) without taking ownership.
   static Tensor wrap(void* data, Shape shape, DType dtype, Device device);
+  // Takes shared ownership of memory allocated elsewhere (e.g. a device allocation whose
+  // deleter returns it to a pool).
+  static Tensor adopt(std::shared_ptr<void> buffer, Shape shape, DType dtype, Device device);
 
  private:
   std::shared_ptr<void> buffer_;

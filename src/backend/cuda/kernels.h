@@ -96,3 +96,8 @@ void launch_moe_down(const float* act, const void* down, int64_t tokens, int64_t
                      void* out, int out_dt, cudaStream_t s);
 
 }  // namespace bf::cuda
+
+namespace bf::cuda {
+// Uniform [-scale, scale) from a counter-based hash of (seed, index).
+void launch_fill_uniform(void* p, int dt, int64_t n, float scale, uint64_t seed, cudaStream_t s);
+}  // namespace bf::cuda

@@ -1,0 +1,748 @@
+// CudaBackend: every Backend op on one CUDA stream. Storage: bf16 for weights of rank >= 2 and
+// activations, f32 for 1-D weights (norms, gates' A_log / dt_bias: they are tiny and their
+// precision matters) and for the Gated DeltaNet states; all kernels accumulate in f32.
+// Device memory comes from a caching pool (the model allocates its temporaries per forward);
+// freed blocks are reused in stream order. Batch metadata is uploaded once per forward batch
+// (cached by address and content hash). GEMMs go through cuBLASLt (bf16 in, f32 compute).
+#include "backend/cuda/cuda_backend.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/kernels.h"
+#include "core/log.h"
+
+namespace bf {
+namespace {
+
+using namespace bf::cuda;
+
+#define BF_CUBLAS_CHECK(expr)                                                              \
+  do {                                                                                     \
+    cublasStatus_t bf_st_ = (expr);                                                        \
+    if (bf_st_ != CUBLAS_STATUS_SUCCESS)                                                   \
+      ::bf::fail("cuBLASLt error ", static_cast<int>(bf_st_), " at ", __FILE__, ":", __LINE__, \
+                 ": ", #expr);                                                             \
+  } while (0)
+
+// Caching device allocator: size classes (powers of two up to 1 MiB, then 2 MiB steps),
+// free lists per class. Freed blocks go back to their list and are handed out again; since
+// every kernel runs on the one stream, reuse is ordered after earlier users.
+class DevicePool : public std::enable_shared_from_this<DevicePool> {
+ public:
+  std::shared_ptr<void> allocate(size_t bytes) {
+    const size_t size = round(bytes);
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(size);
+      if (it != free_.end() && !it->second.empty()) {
+        p = it->second.back();
+        it->second.pop_back();
+        cached_ -= size;
+      }
+    }
+    if (p == nullptr) {
+      cudaError_t err = cudaMalloc(&p, size);
+      if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        release_cached();
+        err = cudaMalloc(&p, size);
+      }
+      BF_CHECK(err == cudaSuccess, "CUDA out of memory allocating ", size, " bytes (",
+               in_use_ / (1 << 20), " MiB in use)");
+    }
+    in_use_ += size;
+    std::weak_ptr<DevicePool> self = shared_from_this();
+    return std::shared_ptr<void>(p, [self, size](void* q) {
+      if (auto pool = self.lock()) {
+        pool->release(q, size);
+      } else {
+        cudaFree(q);
+      }
+    });
+  }
+  void release_cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cudaDeviceSynchronize();
+    for (auto& [size, list] : free_)
+      for (void* p : list) cudaFree(p);
+    free_.clear();
+    cached_ = 0;
+  }
+  size_t in_use() const { return in_use_; }
+
+ private:
+  static size_t round(size_t bytes) {
+    if (bytes <= 512) return 512;
+    if (bytes <= (size_t{1} << 20)) {
+      size_t s = 512;
+      while (s < bytes) s <<= 1;
+      return s;
+    }
+    const size_t step = size_t{2} << 20;
+    return (bytes + step - 1) / step * step;
+  }
+  void release(void* p, size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_[size].push_back(p);
+    cached_ += size;
+    in_use_ -= size;
+  }
+  std::mutex mutex_;
+  std::map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0, in_use_ = 0;
+};
+
+// Process-wide CUDA state: the stream, the pool, cuBLASLt.
+struct Context {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  std::shared_ptr<DevicePool> pool = std::make_shared<DevicePool>();
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_size = size_t{32} << 20;
+  DeviceCaps caps;
+
+  static Context& get() {
+    static Context* ctx = [] {
+      auto* c = new Context();
+      int count = 0;
+      BF_CHECK(cudaGetDeviceCount(&count) == cudaSuccess && count > 0, "no CUDA device");
+      BF_CUDA_CHECK(cudaSetDevice(c->device));
+      BF_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+      BF_CUBLAS_CHECK(cublasLtCreate(&c->lt));
+      BF_CUDA_CHECK(cudaMalloc(&c->workspace, c->workspace_size));
+      c->caps = query_cuda_device(c->device);
+      return c;
+    }();
+    return *ctx;
+  }
+};
+
+int dt_of(const Tensor& t, const char* op, const char* name) {
+  BF_CHECK(t.defined(), op, ": ", name, " is not allocated");
+  BF_CHECK(t.device() == Device::kCUDA, op, ": ", name, " must be a CUDA tensor");
+  if (t.dtype() == DType::kF32) return kDtF32;
+  if (t.dtype() == DType::kBF16) return kDtBF16;
+  fail(op, ": ", name, " has dtype ", dtype_name(t.dtype()), " (CUDA ops take F32 or BF16)");
+}
+
+void check_numel(const Tensor& t, int64_t numel, const char* op, const char* name) {
+  BF_CHECK(t.numel() == numel, op, ": ", name, " has shape ", shape_string(t.shape()), ", expected ",
+           numel, " elements");
+}
+
+uint64_t fnv(uint64_t h, const int32_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<uint32_t>(p[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+uint64_t hash_batch(const ForwardBatch& b) {
+  uint64_t h = 1469598103934665603ull;
+  h = fnv(h, b.positions.data(), b.positions.size());
+  h = fnv(h, b.slot_mapping.data(), b.slot_mapping.size());
+  for (const BatchSequence& s : b.seqs) {
+    const int32_t f[5] = {s.query_start, s.query_len, s.num_computed, s.state_slot,
+                          static_cast<int32_t>(s.snapshot_slots.size())};
+    h = fnv(h, f, 5);
+    h = fnv(h, s.block_table.data(), s.block_table.size());
+    h = fnv(h, s.snapshot_slots.data(), s.snapshot_slots.size());
+  }
+  return h ^ (b.positions.size() * 31 + b.seqs.size());
+}
+
+struct MatmulPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+int alignment_of(const void* p) {
+  const uintptr_t v = reinterpret_cast<uintptr_t>(p);
+  int a = 256;
+  while (a > 2 && (v % a) != 0) a /= 2;
+  return a;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaBackendOptions& options)
+      : ctx_(Context::get()),
+        selector_(builtin_kernel_registry(), ctx_.caps,
+                  SelectOptions::from_env(options.attention_backend)) {
+    log_info("cuda: ", ctx_.caps.name, " (sm_", ctx_.caps.cc, ", ", ctx_.caps.num_sms, " SMs, ",
+             ctx_.caps.total_memory >> 30, " GiB, ", ctx_.caps.smem_per_block / 1024,
+             " KB shared memory per block)");
+    // A forced attention kernel must at least exist: fail now rather than at the first layer.
+    if (!selector_.options().forced.empty())
+      BF_CHECK(builtin_kernel_registry().find(selector_.options().forced) != nullptr,
+               "--attention-backend ", selector_.options().forced, ": no such kernel");
+  }
+
+  std::string name() const override { return "cuda"; }
+  Device device() const override { return Device::kCUDA; }
+  DType activation_dtype() const override { return DType::kBF16; }
+
+  Tensor alloc(Shape shape, DType dtype) {
+    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    return Tensor::adopt(ctx_.pool->allocate(bytes == 0 ? 1 : bytes), std::move(shape), dtype,
+                         Device::kCUDA);
+  }
+
+  Tensor upload(const Tensor& host) override {
+    BF_CHECK(host.defined() && host.device() == Device::kCPU && host.dtype() == DType::kF32,
+             "upload: expected a host F32 tensor");
+    const DType dtype = host.rank() <= 1 ? DType::kF32 : DType::kBF16;
+    Tensor t = alloc(host.shape(), dtype);
+    if (dtype == DType::kF32) {
+      BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), host.size_bytes(), cudaMemcpyHostToDevice,
+                                    ctx_.stream));
+    } else {
+      std::vector<uint16_t> staged(host.numel());
+      const float* src = host.f32();
+      for (int64_t i = 0; i < host.numel(); ++i) staged[i] = f32_to_bf16(src[i]);
+      BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), staged.data(), staged.size() * 2,
+                                    cudaMemcpyHostToDevice, ctx_.stream));
+      BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // staged dies here
+    }
+    return t;
+  }
+  Tensor empty(Shape shape, DType dtype) override { return alloc(std::move(shape), dtype); }
+  Tensor zeros(Shape shape, DType dtype) override {
+    Tensor t = alloc(std::move(shape), dtype);
+    BF_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.size_bytes(), ctx_.stream));
+    return t;
+  }
+  Tensor to_host(const Tensor& t) override {
+    const int dt = dt_of(t, "to_host", "tensor");
+    Tensor host = Tensor::empty(t.shape());
+    if (dt == kDtF32) {
+      BF_CUDA_CHECK(cudaMemcpyAsync(host.raw(), t.raw(), t.size_bytes(), cudaMemcpyDeviceToHost,
+                                    ctx_.stream));
+      BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    } else {
+      std::vector<uint16_t> staged(t.numel());
+      BF_CUDA_CHECK(cudaMemcpyAsync(staged.data(), t.raw(), t.size_bytes(),
+                                    cudaMemcpyDeviceToHost, ctx_.stream));
+      BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+      float* dst = host.f32();
+      for (int64_t i = 0; i < t.numel(); ++i) dst[i] = bf16_to_f32(staged[i]);
+    }
+    return host;
+  }
+
+  Tensor upload_i32(const std::vector<int32_t>& values) {
+    Tensor t = alloc({static_cast<int64_t>(values.size())}, DType::kI32);
+    if (!values.empty())
+      BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), values.data(), values.size() * 4,
+                                    cudaMemcpyHostToDevice, ctx_.stream));
+    return t;
+  }
+
+  // --- dense ---
+  void embedding(const std::vector<int32_t>& ids, const Tensor& table, Tensor& out) override {
+    const int tdt = dt_of(table, "embedding", "table"), odt = dt_of(out, "embedding", "out");
+    BF_CHECK(table.rank() == 2, "embedding: table must be [vocab, hidden], got ",
+             shape_string(table.shape()));
+    const int64_t vocab = table.dim(0), hidden = table.dim(1);
+    BF_CHECK(out.rank() == 2 && out.dim(0) == static_cast<int64_t>(ids.size()) &&
+                 out.dim(1) == hidden,
+             "embedding: out has shape ", shape_string(out.shape()), ", expected [", ids.size(),
+             ", ", hidden, "]");
+    for (size_t t = 0; t < ids.size(); ++t)
+      BF_CHECK(ids[t] >= 0 && ids[t] < vocab, "embedding: token id ", ids[t], " at row ", t,
+               " out of range [0, ", vocab, ")");
+    Tensor d_ids = upload_i32(ids);
+    launch_embedding(d_ids.i32(), static_cast<int64_t>(ids.size()), table.raw(), tdt, vocab, hidden,
+                     out.raw(), odt, ctx_.stream);
+  }
+
+  const MatmulPlan& plan(int64_t m, int64_t n, int64_t k, cudaDataType_t out_type, int align_a,
+                         int align_b, int align_c) {
+    auto key = std::make_tuple(m, n, k, static_cast<int>(out_type), align_a, align_b, align_c);
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return it->second;
+    MatmulPlan p;
+    BF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    BF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    BF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    // Column-major view: C[n_out, tokens] = W[k, n_out]ᵀ · X[k, tokens].
+    BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, k, n, k));
+    BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, k, m, k));
+    BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out_type, n, m, n));
+    cublasLtMatmulPreference_t pref;
+    BF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    BF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ctx_.workspace_size, sizeof(size_t)));
+    uint32_t aa = align_a, ab = align_b, ac = align_c;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, 4);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    BF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx_.lt, p.desc, p.a, p.b, p.c, p.c, pref, 1,
+                                                   &result, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    BF_CHECK(found > 0, "matmul: cuBLASLt has no algorithm for [", m, ", ", k, "] x [", n, ", ", k,
+             "]ᵀ");
+    p.algo = result.algo;
+    return plans_.emplace(key, p).first->second;
+  }
+
+  void gemm(const Tensor& x, const Tensor& w, Tensor& out) {
+    dt_of(x, "matmul", "x");
+    dt_of(w, "matmul", "w");
+    const int odt = dt_of(out, "matmul", "out");
+    BF_CHECK(x.dtype() == DType::kBF16 && w.dtype() == DType::kBF16,
+             "matmul: x and w must be BF16 on CUDA");
+    BF_CHECK(x.rank() == 2 && w.rank() == 2 && x.dim(1) == w.dim(1), "matmul: x ",
+             shape_string(x.shape()), " and w ", shape_string(w.shape()), " do not match");
+    const int64_t m = x.dim(0), n = w.dim(0), k = x.dim(1);
+    BF_CHECK(out.rank() == 2 && out.dim(0) == m && out.dim(1) == n, "matmul: out has shape ",
+             shape_string(out.shape()), ", expected [", m, ", ", n, "]");
+    BF_CHECK(out.raw() != x.raw(), "matmul: out must not alias x");
+    if (m == 0 || n == 0) return;
+    const MatmulPlan& p = plan(m, n, k, odt == kDtF32 ? CUDA_R_32F : CUDA_R_16BF,
+                               alignment_of(w.raw()), alignment_of(x.raw()),
+                               alignment_of(out.raw()));
+    const float alpha = 1.0f, beta = 0.0f;
+    BF_CUBLAS_CHECK(cublasLtMatmul(ctx_.lt, p.desc, &alpha, w.raw(), p.a, x.raw(), p.b, &beta,
+                                   out.raw(), p.c, out.raw(), p.c, &p.algo, ctx_.workspace,
+                                   ctx_.workspace_size, ctx_.stream));
+  }
+  void matmul(const Tensor& x, const Tensor& w, Tensor& out) override { gemm(x, w, out); }
+
+  void check_norm(const Tensor& x, const Tensor& w, const Tensor& out, const char* op) {
+    dt_of(x, op, "x");
+    dt_of(w, op, "w");
+    dt_of(out, op, "out");
+    BF_CHECK(w.rank() == 1 && w.numel() > 0 && x.numel() % w.numel() == 0, op, ": x ",
+             shape_string(x.shape()), " is not rows of w ", shape_string(w.shape()));
+    check_numel(out, x.numel(), op, "out");
+  }
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, bool one_centered,
+                Tensor& out) override {
+    check_norm(x, w, out, "rms_norm");
+    const int64_t dim = w.numel();
+    launch_rms_norm(x.raw(), dt_of(x, "", ""), nullptr, 0, w.raw(), dt_of(w, "", ""),
+                    x.numel() / dim, dim, eps, one_centered, out.raw(), dt_of(out, "", ""),
+                    ctx_.stream);
+  }
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                    bool one_centered, Tensor& out) override {
+    check_norm(x, w, out, "add_rms_norm");
+    check_numel(residual, x.numel(), "add_rms_norm", "residual");
+    const int64_t dim = w.numel();
+    launch_rms_norm(x.raw(), dt_of(x, "", ""), residual.raw(), dt_of(residual, "add_rms_norm", "residual"),
+                    w.raw(), dt_of(w, "", ""), x.numel() / dim, dim, eps, one_centered, out.raw(),
+                    dt_of(out, "", ""), ctx_.stream);
+  }
+  void binary(int op, const Tensor& a, const Tensor& b, Tensor& out, const char* name) {
+    const int adt = dt_of(a, name, "a"), bdt = dt_of(b, name, "b"), odt = dt_of(out, name, "out");
+    check_numel(b, a.numel(), name, "b");
+    check_numel(out, a.numel(), name, "out");
+    launch_binary(op, a.raw(), adt, b.raw(), bdt, out.raw(), odt, a.numel(), ctx_.stream);
+  }
+  void add(Tensor& a, const Tensor& b) override { binary(2, a, b, a, "add"); }
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    binary(0, gate, up, out, "silu_mul");
+  }
+  void sigmoid_mul(Tensor& x, const Tensor& gate) override { binary(1, x, gate, x, "sigmoid_mul"); }
+  void gated_rms_norm(const Tensor& o, const Tensor& z, const Tensor& w, float eps,
+                      Tensor& out) override {
+    check_norm(o, w, out, "gated_rms_norm");
+    check_numel(z, o.numel(), "gated_rms_norm", "z");
+    const int64_t dim = w.numel();
+    launch_gated_rms_norm(o.raw(), dt_of(o, "", ""), z.raw(), dt_of(z, "", ""), w.raw(),
+                          dt_of(w, "", ""), o.numel() / dim, dim, eps, out.raw(),
+                          dt_of(out, "", ""), ctx_.stream);
+  }
+  void rope(Tensor& x, const std::vector<int32_t>& positions, int32_t rotary_dim,
+            float theta) override {
+    const int dt = dt_of(x, "rope", "x");
+    BF_CHECK(x.rank() == 3, "rope: x must be [T, heads, head_dim], got ", shape_string(x.shape()));
+    BF_CHECK(static_cast<int64_t>(positions.size()) == x.dim(0), "rope: ", positions.size(),
+             " positions for ", x.dim(0), " tokens");
+    BF_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= x.dim(2), "rope: rotary_dim ",
+             rotary_dim, " must be even and in (0, head_dim=", x.dim(2), "]");
+    Tensor d_pos = upload_i32(positions);
+    launch_rope(x.raw(), dt, d_pos.i32(), x.dim(0), x.dim(1), x.dim(2), rotary_dim, theta,
+                ctx_.stream);
+  }
+  void slice_columns(const Tensor& x, int64_t begin, Tensor& out) override {
+    const int xdt = dt_of(x, "slice_columns", "x"), odt = dt_of(out, "slice_columns", "out");
+    BF_CHECK(x.rank() == 2 && out.rank() == 2 && x.dim(0) == out.dim(0) && begin >= 0 &&
+                 begin + out.dim(1) <= x.dim(1),
+             "slice_columns: cannot take ", shape_string(out.shape()), " at column ", begin,
+             " of ", shape_string(x.shape()));
+    launch_slice_columns(x.raw(), xdt, x.dim(0), x.dim(1), begin, out.dim(1), out.raw(), odt,
+                         ctx_.stream);
+  }
+  void sigmoid_scale_rows(Tensor& x, const Tensor& gate) override {
+    const int xdt = dt_of(x, "sigmoid_scale_rows", "x");
+    const int gdt = dt_of(gate, "sigmoid_scale_rows", "gate");
+    BF_CHECK(x.rank() == 2 && gate.numel() == x.dim(0), "sigmoid_scale_rows: gate ",
+             shape_string(gate.shape()), " does not match rows of ", shape_string(x.shape()));
+    launch_sigmoid_scale_rows(x.raw(), xdt, x.dim(0), x.dim(1), gate.raw(), gdt, ctx_.stream);
+  }
+
+  // --- batch metadata ---
+  const DeviceBatch& device_batch(const ForwardBatch& batch, int64_t num_tokens, const char* op) {
+    BF_CHECK(static_cast<int64_t>(batch.positions.size()) >= num_tokens ||
+                 batch.positions.empty(),
+             op, ": batch has ", batch.positions.size(), " positions for ", num_tokens, " rows");
+    for (size_t s = 0; s < batch.seqs.size(); ++s) {
+      const BatchSequence& seq = batch.seqs[s];
+      BF_CHECK(seq.query_start >= 0 && seq.query_len >= 0 &&
+                   seq.query_start + seq.query_len <= num_tokens && seq.num_computed >= 0,
+               op, ": sequence ", s, " (query_start ", seq.query_start, ", query_len ",
+               seq.query_len, ", num_computed ", seq.num_computed, ") does not fit ", num_tokens,
+               " tokens");
+      BF_CHECK(seq.snapshot_slots.empty() ||
+                   static_cast<int32_t>(seq.snapshot_slots.size()) == seq.query_len,
+               op, ": sequence ", s, " has ", seq.query_len, " new tokens but ",
+               seq.snapshot_slots.size(), " snapshot slots");
+    }
+    const uint64_t h = hash_batch(batch);
+    if (cached_batch_ == &batch && cached_hash_ == h && cached_tokens_ == num_tokens)
+      return cached_dev_;
+    const int64_t T = num_tokens, S = static_cast<int64_t>(batch.seqs.size());
+    std::vector<int32_t> host(3 * T, -1);
+    for (int64_t t = 0; t < T && t < static_cast<int64_t>(batch.positions.size()); ++t)
+      host[t] = batch.positions[t];
+    for (int64_t t = 0; t < T && t < static_cast<int64_t>(batch.slot_mapping.size()); ++t)
+      host[T + t] = batch.slot_mapping[t];
+    const size_t seq_off = host.size();
+    host.resize(seq_off + S * 8);
+    int32_t table_total = 0, snap_total = 0, max_q = 0, max_kv = 0;
+    bool any_snap = false;
+    for (int64_t s = 0; s < S; ++s) {
+      const BatchSequence& seq = batch.seqs[s];
+      for (int32_t i = 0; i < seq.query_len; ++i) host[2 * T + seq.query_start + i] = s;
+      SeqInfo info{seq.query_start, seq.query_len, seq.num_computed, seq.state_slot, table_total,
+                   static_cast<int32_t>(seq.block_table.size()),
+                   seq.snapshot_slots.empty() ? -1 : snap_total, 0};
+      std::memcpy(&host[seq_off + s * 8], &info, sizeof(info));
+      table_total += static_cast<int32_t>(seq.block_table.size());
+      snap_total += static_cast<int32_t>(seq.snapshot_slots.size());
+      any_snap |= !seq.snapshot_slots.empty();
+      max_q = std::max(max_q, seq.query_len);
+      max_kv = std::max(max_kv, seq.kv_len());
+    }
+    const size_t table_off = host.size();
+    for (const BatchSequence& seq : batch.seqs)
+      host.insert(host.end(), seq.block_table.begin(), seq.block_table.end());
+    const size_t snap_off = host.size();
+    for (const BatchSequence& seq : batch.seqs)
+      host.insert(host.end(), seq.snapshot_slots.begin(), seq.snapshot_slots.end());
+    cached_buffer_ = upload_i32(host);
+    const int32_t* base = cached_buffer_.i32();
+    DeviceBatch d;
+    d.positions = base;
+    d.slot_mapping = base + T;
+    d.token_seq = base + 2 * T;
+    d.seqs = reinterpret_cast<const SeqInfo*>(base + seq_off);
+    d.block_tables = base + table_off;
+    d.snapshots = base + snap_off;
+    d.num_tokens = static_cast<int32_t>(T);
+    d.num_seqs = static_cast<int32_t>(S);
+    d.max_query_len = max_q;
+    d.max_kv_len = max_kv;
+    d.any_snapshots = any_snap;
+    cached_batch_ = &batch;
+    cached_hash_ = h;
+    cached_tokens_ = num_tokens;
+    cached_dev_ = d;
+    return cached_dev_;
+  }
+
+  void check_slots(const ForwardBatch& batch, int64_t num_slots, const char* op) {
+    for (size_t s = 0; s < batch.seqs.size(); ++s) {
+      const BatchSequence& seq = batch.seqs[s];
+      BF_CHECK(seq.state_slot >= 0 && seq.state_slot < num_slots, op, ": sequence ", s,
+               " has state slot ", seq.state_slot, ", the pool has ", num_slots, " slots");
+      for (int32_t slot : seq.snapshot_slots)
+        BF_CHECK(slot >= 0 && slot < num_slots, op, ": sequence ", s, " snapshot slot ", slot,
+                 " out of range (", num_slots, " slots)");
+    }
+  }
+
+  // --- Gated DeltaNet ---
+  void causal_conv1d(const Tensor& x, const Tensor& weight, const ForwardBatch& batch,
+                     Tensor& conv_state, Tensor& out) override {
+    const char* op = "causal_conv1d";
+    const int wdt = dt_of(weight, op, "weight"), xdt = dt_of(x, op, "x"), odt = dt_of(out, op, "out");
+    BF_CHECK(weight.rank() == 2, op, ": weight must be [conv_dim, kernel], got ",
+             shape_string(weight.shape()));
+    const int64_t conv_dim = weight.dim(0), kernel = weight.dim(1);
+    BF_CHECK(x.rank() == 2 && x.dim(1) == conv_dim, op, ": x must be [T, conv_dim=", conv_dim,
+             "], got ", shape_string(x.shape()));
+    check_numel(out, x.numel(), op, "out");
+    BF_CHECK(conv_state.dtype() == DType::kF32 && conv_state.device() == Device::kCUDA &&
+                 conv_state.rank() == 3 && conv_state.dim(1) == conv_dim &&
+                 conv_state.dim(2) == kernel - 1,
+             op, ": conv_state must be CUDA F32 [num_slots, ", conv_dim, ", ", kernel - 1, "], got ",
+             shape_string(conv_state.shape()));
+    check_slots(batch, conv_state.dim(0), op);
+    const DeviceBatch& d = device_batch(batch, x.dim(0), op);
+    launch_causal_conv1d(x.raw(), xdt, weight.raw(), wdt, conv_dim, kernel, d, conv_state.f32(),
+                         out.raw(), odt, ctx_.stream);
+  }
+  void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& A_log, const Tensor& dt_bias,
+                 Tensor& g, Tensor& beta) override {
+    const char* op = "gdn_gates";
+    const int64_t hv = A_log.numel();
+    BF_CHECK(A_log.rank() == 1 && dt_bias.numel() == hv && a.rank() == 2 && a.dim(1) == hv, op,
+             ": a must be [T, Hv=", hv, "], got ", shape_string(a.shape()));
+    check_numel(b, a.numel(), op, "b");
+    check_numel(g, a.numel(), op, "g");
+    check_numel(beta, a.numel(), op, "beta");
+    launch_gdn_gates(a.raw(), dt_of(a, op, "a"), b.raw(), dt_of(b, op, "b"), A_log.raw(),
+                     dt_of(A_log, op, "A_log"), dt_bias.raw(), dt_of(dt_bias, op, "dt_bias"),
+                     a.dim(0), hv, g.raw(), dt_of(g, op, "g"), beta.raw(), dt_of(beta, op, "beta"),
+                     ctx_.stream);
+  }
+  void gated_delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                        const Tensor& beta, const GdnDims& dims, const ForwardBatch& batch,
+                        Tensor& state, Tensor& out) override {
+    const char* op = "gated_delta_rule";
+    BF_CHECK(dims.num_k_heads > 0 && dims.num_v_heads > 0 && dims.k_head_dim > 0 &&
+                 dims.v_head_dim > 0 && dims.num_v_heads % dims.num_k_heads == 0,
+             op, ": bad dims");
+    const int64_t T = q.rank() >= 1 ? q.dim(0) : 0;
+    check_numel(q, T * dims.num_k_heads * dims.k_head_dim, op, "q");
+    check_numel(k, T * dims.num_k_heads * dims.k_head_dim, op, "k");
+    check_numel(v, T * dims.num_v_heads * dims.v_head_dim, op, "v");
+    check_numel(out, T * dims.num_v_heads * dims.v_head_dim, op, "out");
+    check_numel(g, T * dims.num_v_heads, op, "g");
+    check_numel(beta, T * dims.num_v_heads, op, "beta");
+    BF_CHECK(state.dtype() == DType::kF32 && state.device() == Device::kCUDA && state.rank() == 4 &&
+                 state.dim(1) == dims.num_v_heads && state.dim(2) == dims.k_head_dim &&
+                 state.dim(3) == dims.v_head_dim,
+             op, ": recurrent_state must be CUDA F32 [num_slots, Hv, dk, dv], got ",
+             shape_string(state.shape()));
+    check_slots(batch, state.dim(0), op);
+    selector_.select(LayerNeeds{.family = KernelFamily::kGatedDeltaNet, .head_dim = dims.k_head_dim});
+    const DeviceBatch& d = device_batch(batch, T, op);
+    DeltaArgs a{q.raw(), k.raw(), v.raw(), g.raw(), beta.raw(), dt_of(q, op, "q"), dt_of(k, op, "k"),
+                dt_of(v, op, "v"), dt_of(g, op, "g"), dt_of(beta, op, "beta"), dims.num_k_heads,
+                dims.num_v_heads, dims.k_head_dim, dims.v_head_dim, state.f32(), out.raw(),
+                dt_of(out, op, "out")};
+    launch_delta_rule_recurrent(a, d, ctx_.stream);
+  }
+
+  // --- attention ---
+  void check_cache(const KvCache& cache, const char* op) {
+    dt_of(cache.k, op, "cache.k");
+    BF_CHECK(cache.k.dtype() == DType::kBF16 && cache.k.rank() == 4 &&
+                 cache.v.shape() == cache.k.shape() && cache.v.dtype() == DType::kBF16 &&
+                 cache.v.device() == Device::kCUDA,
+             op, ": cache K/V must be CUDA BF16 [num_blocks, block_size, Hkv, hd], got ",
+             shape_string(cache.k.shape()));
+  }
+  void kv_write(const Tensor& k, const Tensor& v, const ForwardBatch& batch,
+                KvCache& cache) override {
+    const char* op = "kv_write";
+    check_cache(cache, op);
+    const int64_t num_slots = cache.k.dim(0) * cache.k.dim(1);
+    const int64_t row = cache.k.dim(2) * cache.k.dim(3);
+    const int64_t T = static_cast<int64_t>(batch.slot_mapping.size());
+    check_numel(k, T * row, op, "k [T, Hkv, hd]");
+    check_numel(v, T * row, op, "v [T, Hkv, hd]");
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t slot = batch.slot_mapping[t];
+      BF_CHECK(slot == -1 || (slot >= 0 && slot < num_slots), op, ": token ", t, " maps to slot ",
+               slot, ", the cache has ", num_slots, " slots");
+    }
+    const DeviceBatch& d = device_batch(batch, T, op);
+    launch_kv_write(k.raw(), dt_of(k, op, "k"), v.raw(), dt_of(v, op, "v"), d, row, num_slots,
+                    cache.k.raw(), cache.v.raw(), kDtBF16, ctx_.stream);
+  }
+  void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
+                       const AttentionParams& params, Tensor& out) override {
+    const char* op = "paged_attention";
+    check_cache(cache, op);
+    const int64_t num_blocks = cache.k.dim(0), block_size = cache.k.dim(1);
+    const int64_t hkv = cache.k.dim(2), hd = cache.k.dim(3);
+    BF_CHECK(q.dtype() == DType::kBF16 && out.dtype() == DType::kBF16, op,
+             ": q and out must be BF16 on CUDA");
+    dt_of(q, op, "q");
+    dt_of(out, op, "out");
+    BF_CHECK(q.rank() == 3 && q.dim(2) == hd && q.dim(1) % hkv == 0, op,
+             ": q must be [T, Hq, hd=", hd, "] with Hq a multiple of Hkv=", hkv, ", got ",
+             shape_string(q.shape()));
+    BF_CHECK(out.shape() == q.shape(), op, ": out has shape ", shape_string(out.shape()));
+    const int64_t T = q.dim(0), hq = q.dim(1);
+    for (size_t s = 0; s < batch.seqs.size(); ++s) {
+      const BatchSequence& seq = batch.seqs[s];
+      const int64_t need = (seq.kv_len() + block_size - 1) / block_size;
+      BF_CHECK(static_cast<int64_t>(seq.block_table.size()) >= need, op, ": sequence ", s, " has ",
+               seq.kv_len(), " kv positions but a block table of ", seq.block_table.size(),
+               " blocks of ", block_size);
+      for (int64_t i = 0; i < need; ++i)
+        BF_CHECK(seq.block_table[i] >= 0 && seq.block_table[i] < num_blocks, op, ": sequence ", s,
+                 " block table entry ", i, " is block ", seq.block_table[i], ", the cache has ",
+                 num_blocks);
+    }
+    const KernelCaps& kernel = selector_.select(LayerNeeds{.family = KernelFamily::kAttention,
+                                                           .head_dim = static_cast<int>(hd),
+                                                           .causal = params.causal,
+                                                           .sliding_window = params.sliding_window > 0});
+    (void)kernel;  // one implementation today: simt-paged
+    const DeviceBatch& d = device_batch(batch, T, op);
+    AttnArgs a;
+    a.q = q.raw();
+    a.out = out.raw();
+    a.k_cache = cache.k.raw();
+    a.v_cache = cache.v.raw();
+    a.hq = static_cast<int>(hq);
+    a.hkv = static_cast<int>(hkv);
+    a.hd = static_cast<int>(hd);
+    a.block_size = static_cast<int>(block_size);
+    a.scale = params.scale;
+    a.causal = params.causal;
+    a.sliding_window = params.sliding_window;
+    // Split the keys when the grid would be too small to fill the GPU (long-context decode).
+    const int64_t work = T * hq;
+    const int sms = std::max(1, ctx_.caps.num_sms);
+    int splits = 1;
+    if (work < 2 * sms && d.max_kv_len > 512) {
+      splits = static_cast<int>(std::min<int64_t>((d.max_kv_len + 255) / 256,
+                                                  std::max<int64_t>(1, 4 * sms / work)));
+      splits = std::min(splits, 128);
+    }
+    Tensor partial_o, partial_ml;
+    if (splits > 1) {
+      int split_len = (d.max_kv_len + splits - 1) / splits;
+      split_len = (split_len + 63) / 64 * 64;
+      splits = (d.max_kv_len + split_len - 1) / split_len;
+      a.split_len = split_len;
+    }
+    a.num_splits = splits;
+    if (splits > 1) {
+      partial_o = alloc({splits, T, hq, hd}, DType::kF32);
+      partial_ml = alloc({splits, T, hq, 2}, DType::kF32);
+      a.partial_o = partial_o.f32();
+      a.partial_ml = partial_ml.f32();
+    }
+    launch_attention_simt(a, d, ctx_.stream);
+  }
+
+  // --- MoE ---
+  void moe_experts(const Tensor& x, const Tensor& router, const Tensor& gate_up,
+                   const Tensor& down, int32_t top_k, Tensor& out) override {
+    const char* op = "moe_experts";
+    const int xdt = dt_of(x, op, "x"), odt = dt_of(out, op, "out");
+    BF_CHECK(x.rank() == 2, op, ": x must be [T, H]");
+    const int64_t T = x.dim(0), hidden = x.dim(1);
+    BF_CHECK(router.rank() == 2 && router.dim(1) == hidden, op, ": router must be [E, H]");
+    const int64_t E = router.dim(0);
+    BF_CHECK(gate_up.rank() == 3 && gate_up.dim(0) == E && gate_up.dim(2) == hidden &&
+                 gate_up.dim(1) % 2 == 0 && gate_up.dtype() == DType::kBF16,
+             op, ": gate_up must be BF16 [E, 2I, H], got ", shape_string(gate_up.shape()));
+    const int64_t inter = gate_up.dim(1) / 2;
+    BF_CHECK(down.rank() == 3 && down.dim(0) == E && down.dim(1) == hidden && down.dim(2) == inter &&
+                 down.dtype() == DType::kBF16,
+             op, ": down must be BF16 [E, H, I], got ", shape_string(down.shape()));
+    check_numel(out, x.numel(), op, "out");
+    BF_CHECK(top_k >= 1 && top_k <= E, op, ": top_k ", top_k, " must be in [1, E=", E, "]");
+    BF_CHECK(xdt == kDtBF16, op, ": x must be BF16");
+    if (T == 0) return;
+    Tensor logits = alloc({T, E}, DType::kF32);
+    gemm(x, router, logits);
+    Tensor ids = alloc({T, top_k}, DType::kI32);
+    Tensor weights = alloc({T, top_k}, DType::kF32);
+    launch_moe_route(logits.f32(), T, E, top_k, ids.i32(), weights.f32(), ctx_.stream);
+    // Chunks of tokens keep the grid's y extent (T * top_k) under 65535.
+    const int64_t chunk = std::max<int64_t>(1, 32768 / top_k);
+    Tensor act = alloc({std::min(T, chunk), top_k, inter}, DType::kF32);
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+      const int64_t n = std::min(chunk, T - t0);
+      const auto* xb = static_cast<const uint16_t*>(x.raw()) + t0 * hidden;
+      launch_moe_gate_up(xb, xdt, gate_up.raw(), n, hidden, inter, top_k, ids.i32() + t0 * top_k,
+                         act.f32(), ctx_.stream);
+      void* ob = static_cast<uint8_t*>(out.raw()) + t0 * hidden * dtype_size(out.dtype());
+      launch_moe_down(act.f32(), down.raw(), n, hidden, inter, top_k, ids.i32() + t0 * top_k,
+                      weights.f32() + t0 * top_k, ob, odt, ctx_.stream);
+    }
+  }
+
+ private:
+  Context& ctx_;
+  KernelSelector selector_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int, int, int, int>, MatmulPlan> plans_;
+  const ForwardBatch* cached_batch_ = nullptr;
+  uint64_t cached_hash_ = 0;
+  int64_t cached_tokens_ = -1;
+  DeviceBatch cached_dev_;
+  Tensor cached_buffer_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options) {
+  return std::make_unique<CudaBackend>(options);
+}
+
+DeviceCaps query_cuda_device(int device) {
+  DeviceCaps caps;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count <= device) {
+    (void)cudaGetLastError();
+    return caps;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return caps;
+  caps.present = true;
+  caps.name = prop.name;
+  caps.cc = prop.major * 10 + prop.minor;
+  caps.smem_per_block = prop.sharedMemPerBlockOptin;
+  caps.num_sms = prop.multiProcessorCount;
+  caps.total_memory = prop.totalGlobalMem;
+  return caps;
+}
+
+void cuda_memory_info(size_t& free_bytes, size_t& total_bytes) {
+  Context::get();
+  BF_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+}
+
+void cuda_fill_uniform(Tensor& t, float scale, uint64_t seed) {
+  const int dt = dt_of(t, "fill_uniform", "tensor");
+  launch_fill_uniform(t.raw(), dt, t.numel(), scale, seed, Context::get().stream);
+}
+
+void cuda_copy_from_host(Tensor& device, const Tensor& host) {
+  const int dt = dt_of(device, "copy_from_host", "device");
+  BF_CHECK(host.device() == Device::kCPU && host.dtype() == DType::kF32 &&
+               host.numel() == device.numel(),
+           "copy_from_host: expected a host F32 tensor of ", device.numel(), " elements");
+  cudaStream_t stream = Context::get().stream;
+  if (dt == kDtF32) {
+    BF_CUDA_CHECK(cudaMemcpyAsync(device.raw(), host.raw(), host.size_bytes(),
+                                  cudaMemcpyHostToDevice, stream));
+  } else {
+    std::vector<uint16_t> staged(host.numel());
+    for (int64_t i = 0; i < host.numel(); ++i) staged[i] = f32_to_bf16(host.f32()[i]);
+    BF_CUDA_CHECK(cudaMemcpyAsync(device.raw(), staged.data(), staged.size() * 2,
+                                  cudaMemcpyHostToDevice, stream));
+  }
+  BF_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void cuda_synchronize() { BF_CUDA_CHECK(cudaStreamSynchronize(Context::get().stream)); }
+
+}  // namespace bf

@@ -1,0 +1,195 @@
+// Paged KV write and the portable attention kernel ("simt-paged"): one block per
+// (query row, query head, KV split), four warps taking keys in turn, each lane holding
+// head_dim/32 dims; scores in f32 with an online softmax; K/V read through the block table.
+// With more than one split each block writes a normalised partial (o, m, l) and a combine
+// kernel merges them (FlashDecoding). Covers causal, non-causal, sliding window, verify
+// blocks (causal inside the block) and chunked prefill over cached context.
+#include <cfloat>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/kernels.h"
+
+namespace bf::cuda {
+namespace {
+
+__global__ void kv_write_kernel(const void* k, int k_dt, const void* v, int v_dt,
+                                const int32_t* slot_mapping, int64_t row, int64_t num_slots,
+                                void* ck, void* cv, int c_dt) {
+  const int64_t t = blockIdx.x;
+  const int64_t slot = slot_mapping[t];
+  if (slot < 0 || slot >= num_slots) return;  // -1: padding (the host checks the range)
+  for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
+    st(ck, c_dt, slot * row + i, ld(k, k_dt, t * row + i));
+    st(cv, c_dt, slot * row + i, ld(v, v_dt, t * row + i));
+  }
+}
+
+constexpr int kWarps = 4;
+constexpr int kUnroll = 4;
+
+template <int HD>
+__device__ __forceinline__ void load_row(const __nv_bfloat16* p, float (&x)[HD / 32], int lane) {
+  constexpr int V = HD / 32;
+#pragma unroll
+  for (int e = 0; e < V; ++e) x[e] = __bfloat162float(p[lane * V + e]);
+}
+
+template <int HD>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_simt_kernel(AttnArgs a, DeviceBatch b) {
+  constexpr int V = HD / 32;
+  __shared__ float sm_m[kWarps], sm_l[kWarps];
+  __shared__ float sm_acc[kWarps][HD];
+  const int t = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int si = b.token_seq[t];
+  const int64_t out_off = (static_cast<int64_t>(t) * a.hq + h) * HD;
+  int lo = 0, hi = 0;
+  SeqInfo seq{};
+  if (si >= 0) {
+    seq = b.seqs[si];
+    const int kv_len = seq.num_computed + seq.query_len;
+    const int p = seq.num_computed + (t - seq.query_start);
+    hi = a.causal ? p + 1 : kv_len;
+    lo = a.sliding_window > 0 ? max(0, p - a.sliding_window + 1) : 0;
+  }
+  if (a.num_splits > 1) {
+    lo = max(lo, split * a.split_len);
+    hi = min(hi, (split + 1) * a.split_len);
+  }
+  const int kvh = h / (a.hq / a.hkv);
+  const __nv_bfloat16* qp = static_cast<const __nv_bfloat16*>(a.q) + out_off;
+  float q[V];
+  load_row<HD>(qp, q, lane);
+#pragma unroll
+  for (int e = 0; e < V; ++e) q[e] *= a.scale;
+  const __nv_bfloat16* kc = static_cast<const __nv_bfloat16*>(a.k_cache);
+  const __nv_bfloat16* vc = static_cast<const __nv_bfloat16*>(a.v_cache);
+  const int32_t* table = b.block_tables + seq.table_offset;
+  const int64_t pos_stride = static_cast<int64_t>(a.hkv) * HD;
+
+  float m = -FLT_MAX, l = 0.0f, acc[V];
+#pragma unroll
+  for (int e = 0; e < V; ++e) acc[e] = 0.0f;
+  for (int j0 = lo + warp * kUnroll; j0 < hi; j0 += kWarps * kUnroll) {
+    float s[kUnroll];
+    int64_t off[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u;
+      const int jj = j < hi ? j : lo;
+      const int64_t slot =
+          static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size;
+      off[u] = slot * pos_stride + static_cast<int64_t>(kvh) * HD;
+      float k[V];
+      load_row<HD>(kc + off[u], k, lane);
+      float dot = 0.0f;
+#pragma unroll
+      for (int e = 0; e < V; ++e) dot += q[e] * k[e];
+      s[u] = dot;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) s[u] = warp_sum<32>(s[u]);
+    float m_new = m;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (j0 + u < hi) m_new = fmaxf(m_new, s[u]);
+    const float corr = __expf(m - m_new);
+    l *= corr;
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] *= corr;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (j0 + u >= hi) continue;
+      const float pr = __expf(s[u] - m_new);
+      l += pr;
+      float vv[V];
+      load_row<HD>(vc + off[u], vv, lane);
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e] += pr * vv[e];
+    }
+    m = m_new;
+  }
+  if (lane == 0) {
+    sm_m[warp] = m;
+    sm_l[warp] = l;
+  }
+#pragma unroll
+  for (int e = 0; e < V; ++e) sm_acc[warp][lane * V + e] = acc[e];
+  __syncthreads();
+  float M = -FLT_MAX;
+  for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sm_m[w]);
+  float L = 0.0f;
+  for (int w = 0; w < kWarps; ++w) L += sm_l[w] * __expf(sm_m[w] - M);
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float o = 0.0f;
+    for (int w = 0; w < kWarps; ++w) o += sm_acc[w][d] * __expf(sm_m[w] - M);
+    o = L > 0.0f ? o / L : 0.0f;
+    if (a.num_splits > 1) {
+      a.partial_o[(static_cast<int64_t>(split) * b.num_tokens * a.hq) * HD + out_off + d] = o;
+    } else {
+      static_cast<__nv_bfloat16*>(a.out)[out_off + d] = __float2bfloat16(o);
+    }
+  }
+  if (a.num_splits > 1 && threadIdx.x == 0) {
+    const int64_t ml = (static_cast<int64_t>(split) * b.num_tokens * a.hq + t * a.hq + h) * 2;
+    a.partial_ml[ml] = L > 0.0f ? M : -FLT_MAX;
+    a.partial_ml[ml + 1] = L;
+  }
+}
+
+// out[t, h] = Σ_s e^{m_s − M} l_s o_s / Σ_s e^{m_s − M} l_s
+__global__ void attention_combine_kernel(AttnArgs a, int num_tokens) {
+  const int t = blockIdx.x, h = blockIdx.y;
+  const int64_t row = static_cast<int64_t>(t) * a.hq + h;
+  const int64_t plane = static_cast<int64_t>(num_tokens) * a.hq;
+  float M = -FLT_MAX;
+  for (int s = 0; s < a.num_splits; ++s)
+    if (a.partial_ml[(s * plane + row) * 2 + 1] > 0.0f)
+      M = fmaxf(M, a.partial_ml[(s * plane + row) * 2]);
+  float L = 0.0f;
+  for (int s = 0; s < a.num_splits; ++s) {
+    const float ls = a.partial_ml[(s * plane + row) * 2 + 1];
+    if (ls > 0.0f) L += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M);
+  }
+  for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
+    float o = 0.0f;
+    for (int s = 0; s < a.num_splits; ++s) {
+      const float ls = a.partial_ml[(s * plane + row) * 2 + 1];
+      if (ls > 0.0f)
+        o += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M) *
+             a.partial_o[(s * plane + row) * a.hd + d];
+    }
+    static_cast<__nv_bfloat16*>(a.out)[row * a.hd + d] = __float2bfloat16(L > 0.0f ? o / L : 0.0f);
+  }
+}
+
+}  // namespace
+
+void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const DeviceBatch& b,
+                     int64_t row, int64_t num_slots, void* cache_k, void* cache_v, int cache_dt,
+                     cudaStream_t s) {
+  if (b.num_tokens == 0) return;
+  kv_write_kernel<<<b.num_tokens, 128, 0, s>>>(k, k_dt, v, v_dt, b.slot_mapping, row, num_slots,
+                                               cache_k, cache_v, cache_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s) {
+  if (b.num_tokens == 0) return;
+  dim3 grid(b.num_tokens, a.hq, a.num_splits);
+  switch (a.hd) {
+    case 32: attention_simt_kernel<32><<<grid, kWarps * 32, 0, s>>>(a, b); break;
+    case 64: attention_simt_kernel<64><<<grid, kWarps * 32, 0, s>>>(a, b); break;
+    case 128: attention_simt_kernel<128><<<grid, kWarps * 32, 0, s>>>(a, b); break;
+    case 256: attention_simt_kernel<256><<<grid, kWarps * 32, 0, s>>>(a, b); break;
+    default: fail("paged_attention: head_dim ", a.hd, " not supported (32/64/128/256)");
+  }
+  BF_CUDA_LAUNCH_CHECK();
+  if (a.num_splits > 1) {
+    attention_combine_kernel<<<dim3(b.num_tokens, a.hq), 128, 0, s>>>(a, b.num_tokens);
+    BF_CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace bf::cuda

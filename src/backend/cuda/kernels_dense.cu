@@ -1,0 +1,203 @@
+// Dense kernels: embedding gather, the RMSNorms (plain, fused residual add, gated), NeoX RoPE,
+// elementwise gates and the layout ops. One block per row for the reductions (f32 sums).
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/kernels.h"
+
+namespace bf::cuda {
+namespace {
+
+__global__ void embedding_kernel(const int32_t* ids, const void* table, int table_dt,
+                                 int64_t hidden, void* out, int out_dt) {
+  const int64_t row = blockIdx.x;
+  const int64_t src = static_cast<int64_t>(ids[row]) * hidden;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
+    st(out, out_dt, row * hidden + i, ld(table, table_dt, src + i));
+}
+
+__global__ void rms_norm_kernel(const void* x, int x_dt, void* residual, int res_dt,
+                                const void* w, int w_dt, int64_t dim, float eps, bool one_centered,
+                                void* out, int out_dt) {
+  __shared__ float scratch[32];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
+  float sum_sq = 0.0f;
+  if (residual != nullptr) {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      // Store the sum first; the norm is taken of what is stored (x may alias out).
+      st(residual, res_dt, base + i, ld(residual, res_dt, base + i) + ld(x, x_dt, base + i));
+      const float r = ld(residual, res_dt, base + i);
+      sum_sq += r * r;
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float v = ld(x, x_dt, base + i);
+      sum_sq += v * v;
+    }
+  }
+  const float total = block_sum(sum_sq, scratch);
+  const float scale = rsqrtf(total / static_cast<float>(dim) + eps);
+  const void* src = residual != nullptr ? residual : x;
+  const int src_dt = residual != nullptr ? res_dt : x_dt;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float wi = ld(w, w_dt, i);
+    st(out, out_dt, base + i, ld(src, src_dt, base + i) * scale * (one_centered ? 1.0f + wi : wi));
+  }
+}
+
+__global__ void gated_rms_norm_kernel(const void* o, int o_dt, const void* z, int z_dt,
+                                      const void* w, int w_dt, int64_t dim, float eps, void* out,
+                                      int out_dt) {
+  __shared__ float scratch[32];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = ld(o, o_dt, base + i);
+    sum_sq += v * v;
+  }
+  const float scale = rsqrtf(block_sum(sum_sq, scratch) / static_cast<float>(dim) + eps);
+  __syncthreads();  // every thread has read o before out (which may alias it) is written
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    st(out, out_dt, base + i,
+       ld(w, w_dt, i) * ld(o, o_dt, base + i) * scale * siluf_(ld(z, z_dt, base + i)));
+}
+
+// One block per token; threads over (head, pair).
+__global__ void rope_kernel(void* x, int dt, const int32_t* positions, int64_t heads,
+                            int64_t head_dim, int32_t rotary_dim, float theta) {
+  const int64_t t = blockIdx.x;
+  const int32_t half = rotary_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  for (int64_t idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
+    const int64_t h = idx / half;
+    const int32_t i = static_cast<int32_t>(idx % half);
+    // HF in f32: inv_freq = 1 / theta^(2i / dim); angle = position * inv_freq.
+    const float inv_freq =
+        1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(rotary_dim));
+    float sn, cs;
+    sincosf(pos * inv_freq, &sn, &cs);
+    const int64_t base = (t * heads + h) * head_dim;
+    const float x1 = ld(x, dt, base + i), x2 = ld(x, dt, base + i + half);
+    st(x, dt, base + i, x1 * cs - x2 * sn);
+    st(x, dt, base + i + half, x2 * cs + x1 * sn);
+  }
+}
+
+__global__ void binary_kernel(int op, const void* a, int a_dt, const void* b, int b_dt, void* out,
+                              int out_dt, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float x = ld(a, a_dt, i), y = ld(b, b_dt, i);
+    float r;
+    if (op == 0)
+      r = siluf_(x) * y;
+    else if (op == 1)
+      r = x * sigmoidf_(y);
+    else
+      r = x + y;
+    st(out, out_dt, i, r);
+  }
+}
+
+__global__ void slice_columns_kernel(const void* x, int x_dt, int64_t cols, int64_t begin,
+                                     int64_t width, void* out, int out_dt) {
+  const int64_t r = blockIdx.x;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
+    st(out, out_dt, r * width + i, ld(x, x_dt, r * cols + begin + i));
+}
+
+__global__ void sigmoid_scale_rows_kernel(void* x, int x_dt, int64_t cols, const void* gate,
+                                          int gate_dt) {
+  const int64_t r = blockIdx.x;
+  const float scale = sigmoidf_(ld(gate, gate_dt, r));
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x)
+    st(x, x_dt, r * cols + i, ld(x, x_dt, r * cols + i) * scale);
+}
+
+int row_threads(int64_t dim) {
+  int threads = 32;
+  while (threads < dim && threads < 1024) threads *= 2;
+  return threads;
+}
+
+}  // namespace
+
+void launch_embedding(const int32_t* ids, int64_t n, const void* table, int table_dt,
+                      int64_t vocab, int64_t hidden, void* out, int out_dt, cudaStream_t s) {
+  if (n == 0) return;
+  embedding_kernel<<<n, row_threads(hidden), 0, s>>>(ids, table, table_dt, hidden, out, out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_rms_norm(const void* x, int x_dt, void* residual, int res_dt, const void* w, int w_dt,
+                     int64_t rows, int64_t dim, float eps, bool one_centered, void* out,
+                     int out_dt, cudaStream_t s) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<rows, row_threads(dim), 0, s>>>(x, x_dt, residual, res_dt, w, w_dt, dim, eps,
+                                                    one_centered, out, out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_gated_rms_norm(const void* o, int o_dt, const void* z, int z_dt, const void* w,
+                           int w_dt, int64_t rows, int64_t dim, float eps, void* out, int out_dt,
+                           cudaStream_t s) {
+  if (rows == 0) return;
+  gated_rms_norm_kernel<<<rows, row_threads(dim), 0, s>>>(o, o_dt, z, z_dt, w, w_dt, dim, eps,
+                                                          out, out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_rope(void* x, int dt, const int32_t* positions, int64_t tokens, int64_t heads,
+                 int64_t head_dim, int32_t rotary_dim, float theta, cudaStream_t s) {
+  if (tokens == 0) return;
+  rope_kernel<<<tokens, row_threads(heads * (rotary_dim / 2)), 0, s>>>(x, dt, positions, heads,
+                                                                       head_dim, rotary_dim, theta);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_binary(int op, const void* a, int a_dt, const void* b, int b_dt, void* out,
+                   int out_dt, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 65536));
+  binary_kernel<<<blocks, threads, 0, s>>>(op, a, a_dt, b, b_dt, out, out_dt, n);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_slice_columns(const void* x, int x_dt, int64_t rows, int64_t cols, int64_t begin,
+                          int64_t width, void* out, int out_dt, cudaStream_t s) {
+  if (rows == 0 || width == 0) return;
+  slice_columns_kernel<<<rows, row_threads(width), 0, s>>>(x, x_dt, cols, begin, width, out,
+                                                           out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_sigmoid_scale_rows(void* x, int x_dt, int64_t rows, int64_t cols, const void* gate,
+                               int gate_dt, cudaStream_t s) {
+  if (rows == 0) return;
+  sigmoid_scale_rows_kernel<<<rows, row_threads(cols), 0, s>>>(x, x_dt, cols, gate, gate_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace bf::cuda
+
+namespace bf::cuda {
+namespace {
+__global__ void fill_uniform_kernel(void* p, int dt, int64_t n, float scale, uint64_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i);  // splitmix64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    st(p, dt, i, (2.0f * u - 1.0f) * scale);
+  }
+}
+}  // namespace
+
+void launch_fill_uniform(void* p, int dt, int64_t n, float scale, uint64_t seed, cudaStream_t s) {
+  if (n == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
+  fill_uniform_kernel<<<blocks, 256, 0, s>>>(p, dt, n, scale, seed);
+  BF_CUDA_LAUNCH_CHECK();
+}
+}  // namespace bf::cuda

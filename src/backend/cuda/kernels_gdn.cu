@@ -1,0 +1,81 @@
+// Gated DeltaNet front half: causal depthwise conv1d + SiLU over each sequence's new tokens
+// from its conv state (one thread per (sequence, channel), the window in registers), with the
+// verify mode that writes the window after each token to its snapshot slot; and the gates.
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/kernels.h"
+
+namespace bf::cuda {
+namespace {
+
+constexpr int kMaxKernel = 8;
+
+__global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, int64_t conv_dim,
+                              int kernel, DeviceBatch b, float* state, void* out, int out_dt) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const SeqInfo seq = b.seqs[blockIdx.y];
+  if (c >= conv_dim || seq.query_len == 0) return;
+  const int history = kernel - 1;
+  float win[kMaxKernel];
+  float wt[kMaxKernel];
+  for (int j = 0; j < kernel; ++j) wt[j] = ld(w, w_dt, c * kernel + j);
+  float* slot = state + (static_cast<int64_t>(seq.state_slot) * conv_dim + c) * history;
+  for (int j = 0; j < history; ++j) win[j] = seq.num_computed > 0 ? slot[j] : 0.0f;
+  const bool snapshots = seq.snapshot_offset >= 0;
+  for (int t = 0; t < seq.query_len; ++t) {
+    const int64_t idx = static_cast<int64_t>(seq.query_start + t) * conv_dim + c;
+    const float input = ld(x, x_dt, idx);
+    float acc = wt[history] * input;
+    for (int j = 0; j < history; ++j) acc += wt[j] * win[j];
+    for (int j = 0; j + 1 < history; ++j) win[j] = win[j + 1];
+    if (history > 0) win[history - 1] = input;
+    st(out, out_dt, idx, siluf_(acc));
+    if (snapshots) {
+      const int32_t snap = b.snapshots[seq.snapshot_offset + t];
+      float* dst = state + (static_cast<int64_t>(snap) * conv_dim + c) * history;
+      for (int j = 0; j < history; ++j) dst[j] = win[j];
+    }
+  }
+  if (!snapshots)
+    for (int j = 0; j < history; ++j) slot[j] = win[j];
+}
+
+__global__ void gates_kernel(const void* a, int a_dt, const void* bb, int b_dt, const void* A_log,
+                             int A_dt, const void* dt_bias, int dtb_dt, int64_t n, int64_t hv,
+                             void* g, int g_dt, void* beta, int beta_dt) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t h = i % hv;
+    const float av = ld(a, a_dt, i), bv = ld(bb, b_dt, i);
+    const float x = av + ld(dt_bias, dtb_dt, h);
+    const float softplus = x > 20.0f ? x : log1pf(expf(x));
+    st(g, g_dt, i, -expf(ld(A_log, A_dt, h)) * softplus);
+    st(beta, beta_dt, i, 1.0f / (1.0f + expf(-bv)));
+  }
+}
+
+}  // namespace
+
+void launch_causal_conv1d(const void* x, int x_dt, const void* w, int w_dt, int64_t conv_dim,
+                          int64_t kernel, const DeviceBatch& b, float* conv_state, void* out,
+                          int out_dt, cudaStream_t s) {
+  BF_CHECK(kernel >= 1 && kernel <= kMaxKernel, "causal_conv1d: kernel size ", kernel,
+           " not supported (at most ", kMaxKernel, ")");
+  if (b.num_seqs == 0) return;
+  dim3 grid(ceil_div(conv_dim, 128), b.num_seqs);
+  conv1d_kernel<<<grid, 128, 0, s>>>(x, x_dt, w, w_dt, conv_dim, static_cast<int>(kernel), b,
+                                     conv_state, out, out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_gdn_gates(const void* a, int a_dt, const void* bb, int b_dt, const void* A_log,
+                      int A_dt, const void* dt_bias, int dtb_dt, int64_t tokens, int64_t hv,
+                      void* g, int g_dt, void* beta, int beta_dt, cudaStream_t s) {
+  const int64_t n = tokens * hv;
+  if (n == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
+  gates_kernel<<<blocks, 256, 0, s>>>(a, a_dt, bb, b_dt, A_log, A_dt, dt_bias, dtb_dt, n, hv, g,
+                                      g_dt, beta, beta_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace bf::cuda

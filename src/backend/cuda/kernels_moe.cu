@@ -1,0 +1,121 @@
+// Routed experts of Qwen3.5-MoE, the simple form: routing on the device (f32 softmax, top-k
+// with ties to the lower expert index, renormalised), then warp-per-row GEMVs over each
+// token's chosen experts (gate|up with SiLU, then the weighted sum of the down projections,
+// in k order). Reads only the chosen experts: right for decode; prefill re-reads weights per
+// token (a grouped GEMM is the planned replacement).
+#include <cfloat>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/kernels.h"
+
+namespace bf::cuda {
+namespace {
+
+constexpr int kMaxTopK = 32;
+
+__global__ void route_kernel(const float* logits, int64_t tokens, int64_t experts, int top_k,
+                             int32_t* ids, float* weights) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= tokens) return;
+  const float* p = logits + t * experts;
+  float mx = -FLT_MAX;
+  for (int64_t e = 0; e < experts; ++e) mx = fmaxf(mx, p[e]);
+  float sum = 0.0f;
+  for (int64_t e = 0; e < experts; ++e) sum += expf(p[e] - mx);
+  int32_t chosen[kMaxTopK];
+  float prob[kMaxTopK];
+  float top_sum = 0.0f;
+  for (int k = 0; k < top_k; ++k) {
+    int32_t best = -1;
+    float best_v = -FLT_MAX;
+    for (int64_t e = 0; e < experts; ++e) {
+      bool taken = false;
+      for (int q = 0; q < k; ++q) taken |= chosen[q] == e;
+      if (!taken && (best < 0 || p[e] > best_v)) {
+        best = static_cast<int32_t>(e);
+        best_v = p[e];
+      }
+    }
+    chosen[k] = best;
+    prob[k] = expf(best_v - mx) / sum;
+    top_sum += prob[k];
+  }
+  for (int k = 0; k < top_k; ++k) {
+    ids[t * top_k + k] = chosen[k];
+    weights[t * top_k + k] = prob[k] / top_sum;
+  }
+}
+
+// grid (ceil(I / 8), T * top_k), 8 warps: warp -> one row r of the intermediate.
+__global__ void gate_up_kernel(const void* x, int x_dt, const __nv_bfloat16* gate_up,
+                               int64_t hidden, int64_t inter, int top_k, const int32_t* ids,
+                               float* act) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  const int64_t pair = blockIdx.y;  // t * top_k + k
+  if (r >= inter) return;
+  const int64_t t = pair / top_k;
+  const int64_t e = ids[pair];
+  const __nv_bfloat16* wg = gate_up + (e * 2 * inter + r) * hidden;
+  const __nv_bfloat16* wu = gate_up + (e * 2 * inter + inter + r) * hidden;
+  float g = 0.0f, u = 0.0f;
+  for (int64_t i = lane; i < hidden; i += 32) {
+    const float xv = ld(x, x_dt, t * hidden + i);
+    g += xv * __bfloat162float(wg[i]);
+    u += xv * __bfloat162float(wu[i]);
+  }
+  g = warp_sum<32>(g);
+  u = warp_sum<32>(u);
+  if (lane == 0) act[pair * inter + r] = siluf_(g) * u;
+}
+
+// grid (ceil(H / 8), T), 8 warps: warp -> one output column c.
+__global__ void down_kernel(const float* act, const __nv_bfloat16* down, int64_t hidden,
+                            int64_t inter, int top_k, const int32_t* ids, const float* weights,
+                            void* out, int out_dt) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  const int64_t t = blockIdx.y;
+  if (c >= hidden) return;
+  float total = 0.0f;
+  for (int k = 0; k < top_k; ++k) {
+    const int64_t pair = t * top_k + k;
+    const __nv_bfloat16* w = down + (static_cast<int64_t>(ids[pair]) * hidden + c) * inter;
+    float dot = 0.0f;
+    for (int64_t r = lane; r < inter; r += 32) dot += act[pair * inter + r] * __bfloat162float(w[r]);
+    total += weights[pair] * warp_sum<32>(dot);
+  }
+  if (lane == 0) st(out, out_dt, t * hidden + c, total);
+}
+
+}  // namespace
+
+void launch_moe_route(const float* logits, int64_t tokens, int64_t experts, int top_k,
+                      int32_t* ids, float* weights, cudaStream_t s) {
+  BF_CHECK(top_k <= kMaxTopK, "moe: top_k ", top_k, " above ", kMaxTopK);
+  if (tokens == 0) return;
+  route_kernel<<<ceil_div(tokens, 128), 128, 0, s>>>(logits, tokens, experts, top_k, ids, weights);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_moe_gate_up(const void* x, int x_dt, const void* gate_up, int64_t tokens,
+                        int64_t hidden, int64_t inter, int top_k, const int32_t* ids, float* act,
+                        cudaStream_t s) {
+  if (tokens == 0) return;
+  dim3 grid(ceil_div(inter, 8), tokens * top_k);
+  gate_up_kernel<<<grid, 256, 0, s>>>(x, x_dt, static_cast<const __nv_bfloat16*>(gate_up), hidden,
+                                      inter, top_k, ids, act);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_moe_down(const float* act, const void* down, int64_t tokens, int64_t hidden,
+                     int64_t inter, int top_k, const int32_t* ids, const float* weights,
+                     void* out, int out_dt, cudaStream_t s) {
+  if (tokens == 0) return;
+  dim3 grid(ceil_div(hidden, 8), tokens);
+  down_kernel<<<grid, 256, 0, s>>>(act, static_cast<const __nv_bfloat16*>(down), hidden, inter,
+                                   top_k, ids, weights, out, out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace bf::cuda

@@ -1,0 +1,308 @@
+// Every CUDA op against the CPU reference (backend/cpu) on fresh random inputs, bf16-rounded
+// on the host so both see the same values; device outputs are poisoned with NaN first.
+// Tolerances (relative L2 error ‖gpu − cpu‖/‖cpu‖): bf16 outputs carry a rounding error of
+// at most 2^-9 ≈ 0.2% per element (≈ 0.1% RMS), so 1e-2 for single ops and 2e-2 for ops
+// that chain bf16 intermediates; f32 GDN states 2e-3 (f32 arithmetic, different summation
+// order, chunked vs recurrent form). The worst element must also be within 8x the L2 bound
+// relative to max |cpu|.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+
+#include "cuda_test_util.h"
+
+namespace bf {
+namespace {
+
+using namespace bf::test;
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+    cpu_ = make_cpu_backend();
+    gpu_ = make_cuda_backend();
+  }
+  Tensor host(const Tensor& d) { return gpu_->to_host(d); }
+  std::mt19937 rng_{std::random_device{}()};
+  std::unique_ptr<Backend> cpu_, gpu_;
+};
+
+TEST_F(CudaOps, Embedding) {
+  Tensor table = rand_bf16({300, 96}, rng_);
+  std::vector<int32_t> ids = {5, 0, 299, 17, 17, 123};
+  Tensor want = Tensor::empty({6, 96});
+  cpu_->embedding(ids, table, want);
+  Tensor got = poisoned(*gpu_, {6, 96});
+  gpu_->embedding(ids, gpu_->upload(table), got);
+  EXPECT_TRUE(close(host(got), want, 1e-6));
+  EXPECT_THROW(gpu_->embedding({300}, gpu_->upload(table), got), Error);
+}
+
+TEST_F(CudaOps, Matmul) {
+  for (auto [m, n, k] : {std::tuple{1, 256, 128}, {7, 200, 96}, {64, 1024, 512}, {333, 77, 40}}) {
+    Tensor x = rand_bf16({m, k}, rng_), w = rand_bf16({n, k}, rng_, -0.1f, 0.1f);
+    Tensor want = Tensor::empty({m, n});
+    cpu_->matmul(x, w, want);
+    Tensor got = poisoned(*gpu_, {m, n});
+    gpu_->matmul(to_device(*gpu_, x), gpu_->upload(w), got);
+    EXPECT_TRUE(close(host(got), want, 1e-2)) << m << "x" << n << "x" << k;
+    Tensor got32 = poisoned(*gpu_, {m, n}, DType::kF32);
+    gpu_->matmul(to_device(*gpu_, x), gpu_->upload(w), got32);
+    EXPECT_TRUE(close(host(got32), want, 1e-3)) << "f32 out " << m << "x" << n << "x" << k;
+  }
+}
+
+TEST_F(CudaOps, Norms) {
+  const int rows = 37, dim = 320;
+  Tensor x = rand_bf16({rows, dim}, rng_, -3, 3), w = rand_bf16({dim}, rng_);
+  for (bool one : {false, true}) {
+    Tensor want = Tensor::empty({rows, dim});
+    cpu_->rms_norm(x, w, 1e-6f, one, want);
+    Tensor got = poisoned(*gpu_, {rows, dim});
+    gpu_->rms_norm(to_device(*gpu_, x), gpu_->upload(w), 1e-6f, one, got);
+    EXPECT_TRUE(close(host(got), want, 1e-2)) << "one_centered " << one;
+
+    Tensor res = rand_bf16({rows, dim}, rng_, -3, 3);
+    Tensor res_cpu = host_copy(res), want2 = Tensor::empty({rows, dim});
+    cpu_->add_rms_norm(res_cpu, x, w, 1e-6f, one, want2);
+    Tensor res_gpu = to_device(*gpu_, res), got2 = poisoned(*gpu_, {rows, dim});
+    gpu_->add_rms_norm(res_gpu, to_device(*gpu_, x), gpu_->upload(w), 1e-6f, one, got2);
+    EXPECT_TRUE(close(host(res_gpu), res_cpu, 1e-2));
+    EXPECT_TRUE(close(host(got2), want2, 1e-2));
+    // x aliasing out (the model's block_out).
+    Tensor res_gpu3 = to_device(*gpu_, res), x3 = to_device(*gpu_, x);
+    gpu_->add_rms_norm(res_gpu3, x3, gpu_->upload(w), 1e-6f, one, x3);
+    EXPECT_TRUE(close(host(x3), want2, 1e-2));
+  }
+  Tensor z = rand_bf16({rows * 4, 80}, rng_, -3, 3), o = rand_bf16({rows * 4, 80}, rng_);
+  Tensor gw = rand_bf16({80}, rng_);
+  Tensor want = Tensor::empty({rows * 4, 80});
+  cpu_->gated_rms_norm(o, z, gw, 1e-6f, want);
+  Tensor got = poisoned(*gpu_, {rows * 4, 80});
+  gpu_->gated_rms_norm(to_device(*gpu_, o), to_device(*gpu_, z), gpu_->upload(gw), 1e-6f, got);
+  EXPECT_TRUE(close(host(got), want, 1e-2));
+}
+
+TEST_F(CudaOps, RopeAndElementwise) {
+  const int T = 9, heads = 5, hd = 128;
+  Tensor x = rand_bf16({T, heads, hd}, rng_);
+  std::vector<int32_t> pos = {0, 1, 2, 100, 4095, 7, 65000, 12, 3};
+  for (int rot : {32, 64, 128}) {
+    Tensor want = host_copy(x);
+    cpu_->rope(want, pos, rot, 1e7f);
+    Tensor got = to_device(*gpu_, x);
+    gpu_->rope(got, pos, rot, 1e7f);
+    EXPECT_TRUE(close(host(got), want, 1e-2)) << "rotary_dim " << rot;
+  }
+  Tensor a = rand_bf16({31, 65}, rng_, -4, 4), b = rand_bf16({31, 65}, rng_, -4, 4);
+  Tensor want = Tensor::empty({31, 65});
+  cpu_->silu_mul(a, b, want);
+  Tensor got = poisoned(*gpu_, {31, 65});
+  gpu_->silu_mul(to_device(*gpu_, a), to_device(*gpu_, b), got);
+  EXPECT_TRUE(close(host(got), want, 1e-2));
+  Tensor sm = host_copy(a);
+  cpu_->sigmoid_mul(sm, b);
+  Tensor gsm = to_device(*gpu_, a);
+  gpu_->sigmoid_mul(gsm, to_device(*gpu_, b));
+  EXPECT_TRUE(close(host(gsm), sm, 1e-2));
+  Tensor ad = host_copy(a);
+  cpu_->add(ad, b);
+  Tensor gad = to_device(*gpu_, a);
+  gpu_->add(gad, to_device(*gpu_, b));
+  EXPECT_TRUE(close(host(gad), ad, 1e-2));
+  Tensor sl = Tensor::empty({31, 20});
+  cpu_->slice_columns(a, 13, sl);
+  Tensor gsl = poisoned(*gpu_, {31, 20});
+  gpu_->slice_columns(to_device(*gpu_, a), 13, gsl);
+  EXPECT_TRUE(close(host(gsl), sl, 1e-6));
+  Tensor gate = rand_bf16({31, 1}, rng_, -3, 3), sc = host_copy(a);
+  cpu_->sigmoid_scale_rows(sc, gate);
+  Tensor gsc = to_device(*gpu_, a);
+  gpu_->sigmoid_scale_rows(gsc, to_device(*gpu_, gate));
+  EXPECT_TRUE(close(host(gsc), sc, 1e-2));
+}
+
+// A batch of sequences with their own state slots / shuffled blocks.
+struct Spec {
+  int32_t query_len, num_computed, slot;
+};
+ForwardBatch make_batch(const std::vector<Spec>& specs, int32_t block_size, int32_t num_blocks,
+                        std::mt19937& rng) {
+  ForwardBatch b;
+  std::vector<int32_t> blocks(num_blocks);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  size_t next = 0;
+  for (const Spec& s : specs) {
+    BatchSequence seq;
+    seq.query_start = b.num_tokens();
+    seq.query_len = s.query_len;
+    seq.num_computed = s.num_computed;
+    seq.state_slot = s.slot;
+    const int32_t need = (s.num_computed + s.query_len + block_size - 1) / block_size;
+    for (int32_t i = 0; i < need; ++i) seq.block_table.push_back(blocks.at(next++));
+    for (int32_t i = 0; i < s.query_len; ++i) {
+      const int32_t p = s.num_computed + i;
+      b.token_ids.push_back(1);
+      b.positions.push_back(p);
+      b.slot_mapping.push_back(seq.block_table[p / block_size] * block_size + p % block_size);
+    }
+    b.seqs.push_back(seq);
+  }
+  return b;
+}
+
+TEST_F(CudaOps, CausalConv1dAndGates) {
+  const int conv_dim = 300, kernel = 4, slots = 6;
+  for (bool verify : {false, true}) {
+    std::vector<Spec> specs = verify ? std::vector<Spec>{{4, 10, 1}, {1, 3, 4}, {3, 9, 2}}
+                                     : std::vector<Spec>{{70, 0, 0}, {1, 5, 3}, {9, 20, 5}, {2, 0, 1}};
+    ForwardBatch batch = make_batch(specs, 16, 64, rng_);
+    if (verify) {  // snapshot slots, including the sequence's own slot
+      batch.seqs[0].snapshot_slots = {0, 1, 3, 5};
+      batch.seqs[1].snapshot_slots = {4};
+    }
+    const int T = batch.num_tokens();
+    Tensor x = rand_bf16({T, conv_dim}, rng_, -2, 2), w = rand_bf16({conv_dim, kernel}, rng_);
+    Tensor state = rand_bf16({slots, conv_dim, kernel - 1}, rng_, -2, 2);
+    Tensor cpu_state = host_copy(state), want = Tensor::empty({T, conv_dim});
+    cpu_->causal_conv1d(x, w, batch, cpu_state, want);
+    Tensor gpu_state = to_device(*gpu_, state, DType::kF32), got = poisoned(*gpu_, {T, conv_dim});
+    gpu_->causal_conv1d(to_device(*gpu_, x), gpu_->upload(w), batch, gpu_state, got);
+    EXPECT_TRUE(close(host(got), want, 1e-2)) << "verify " << verify;
+    EXPECT_TRUE(close(host(gpu_state), cpu_state, 1e-6)) << "verify " << verify;
+  }
+  Tensor a = rand_bf16({13, 8}, rng_, -5, 5), b = rand_bf16({13, 8}, rng_, -5, 5);
+  Tensor A = rand_bf16({8}, rng_, -2, 2), dtb = rand_bf16({8}, rng_);
+  Tensor g = Tensor::empty({13, 8}), beta = Tensor::empty({13, 8});
+  cpu_->gdn_gates(a, b, A, dtb, g, beta);
+  for (DType gdt : {DType::kBF16, DType::kF32}) {
+    Tensor gg = poisoned(*gpu_, {13, 8}, gdt), gb = poisoned(*gpu_, {13, 8}, gdt);
+    gpu_->gdn_gates(to_device(*gpu_, a), to_device(*gpu_, b), gpu_->upload(A), gpu_->upload(dtb),
+                    gg, gb);
+    EXPECT_TRUE(close(host(gg), g, 1e-2));
+    EXPECT_TRUE(close(host(gb), beta, 1e-2));
+  }
+}
+
+void delta_case(CudaOps* self, Backend& cpu, Backend& gpu, std::mt19937& rng, GdnDims dims,
+                std::vector<Spec> specs, bool verify) {
+  const int slots = 8;
+  ForwardBatch batch = make_batch(specs, 16, 256, rng);
+  if (verify) {
+    batch.seqs[0].snapshot_slots.clear();
+    for (int i = 0; i < batch.seqs[0].query_len; ++i)
+      batch.seqs[0].snapshot_slots.push_back(i == 0 ? batch.seqs[0].state_slot : 4 + i);
+  }
+  const int T = batch.num_tokens(), hk = dims.num_k_heads, hv = dims.num_v_heads;
+  const int dk = dims.k_head_dim, dv = dims.v_head_dim;
+  Tensor q = rand_bf16({T, hk, dk}, rng), k = rand_bf16({T, hk, dk}, rng);
+  Tensor v = rand_bf16({T, hv, dv}, rng);
+  // Realistic gates: g = -exp(A) softplus(.) in about [-2, 0), beta in (0, 1).
+  Tensor g = rand_bf16({T, hv}, rng, -2.0f, -0.01f), beta = rand_bf16({T, hv}, rng, 0.05f, 0.95f);
+  Tensor state = rand_bf16({slots, hv, dk, dv}, rng, -0.5f, 0.5f);
+  Tensor cpu_state = host_copy(state), want = Tensor::empty({T, hv, dv});
+  cpu.gated_delta_rule(q, k, v, g, beta, dims, batch, cpu_state, want);
+  Tensor gpu_state = to_device(gpu, state, DType::kF32), got = poisoned(gpu, {T, hv, dv});
+  gpu.gated_delta_rule(to_device(gpu, q), to_device(gpu, k), to_device(gpu, v), to_device(gpu, g),
+                       to_device(gpu, beta), dims, batch, gpu_state, got);
+  EXPECT_TRUE(close(gpu.to_host(got), want, 1e-2)) << "dk " << dk << " verify " << verify;
+  EXPECT_TRUE(close(gpu.to_host(gpu_state), cpu_state, 2e-3)) << "state dk " << dk;
+}
+
+TEST_F(CudaOps, GatedDeltaRule) {
+  for (GdnDims dims : {GdnDims{2, 4, 16, 32}, GdnDims{4, 8, 128, 128}, GdnDims{2, 6, 64, 64}}) {
+    // Prefill (chunked on the CPU, several chunks, a short last one), continuing prefill from
+    // a state, decode tokens.
+    delta_case(this, *cpu_, *gpu_, rng_, dims, {{150, 0, 0}, {1, 7, 1}, {65, 30, 2}, {1, 0, 3}},
+               false);
+    // Verify: snapshots after each of 1+K tokens, the first into the sequence's own slot.
+    delta_case(this, *cpu_, *gpu_, rng_, dims, {{5, 40, 1}, {1, 9, 2}}, true);
+  }
+}
+
+struct AttnCase {
+  int hq, hkv, hd;
+  std::vector<Spec> specs;
+  bool causal = true;
+  int window = 0;
+};
+
+void attention_case(Backend& cpu, Backend& gpu, std::mt19937& rng, const AttnCase& c) {
+  const int block_size = 16, num_blocks = 0;
+  int blocks_needed = 0;
+  for (const Spec& s : c.specs) blocks_needed += (s.num_computed + s.query_len + 15) / 16;
+  const int nb = std::max(num_blocks, blocks_needed + 5);
+  ForwardBatch batch = make_batch(c.specs, block_size, nb, rng);
+  const int T = batch.num_tokens();
+  Tensor kc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng, -2, 2);
+  Tensor vc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng);
+  Tensor q = rand_bf16({T, c.hq, c.hd}, rng, -2, 2);
+  Tensor k = rand_bf16({T, c.hkv, c.hd}, rng, -2, 2), v = rand_bf16({T, c.hkv, c.hd}, rng);
+  KvCache cpu_cache{host_copy(kc), host_copy(vc)};
+  KvCache gpu_cache{to_device(gpu, kc), to_device(gpu, vc)};
+  cpu.kv_write(k, v, batch, cpu_cache);
+  gpu.kv_write(to_device(gpu, k), to_device(gpu, v), batch, gpu_cache);
+  EXPECT_TRUE(close(gpu.to_host(gpu_cache.k), cpu_cache.k, 1e-6));
+  EXPECT_TRUE(close(gpu.to_host(gpu_cache.v), cpu_cache.v, 1e-6));
+  AttentionParams p{.scale = 1.0f / std::sqrt(float(c.hd)), .causal = c.causal,
+                    .sliding_window = c.window};
+  Tensor want = Tensor::empty({T, c.hq, c.hd});
+  cpu.paged_attention(q, cpu_cache, batch, p, want);
+  Tensor got = poisoned(gpu, {T, c.hq, c.hd});
+  gpu.paged_attention(to_device(gpu, q), gpu_cache, batch, p, got);
+  EXPECT_TRUE(close(gpu.to_host(got), want, 1e-2))
+      << "hq " << c.hq << " hkv " << c.hkv << " hd " << c.hd << " causal " << c.causal
+      << " window " << c.window << " T " << T;
+}
+
+TEST_F(CudaOps, PagedAttentionPrefillWithContext) {
+  for (int hd : {32, 64, 128, 256})
+    attention_case(*cpu_, *gpu_, rng_, {8, 2, hd, {{100, 0, 0}, {37, 250, 1}, {1, 70, 2}}});
+}
+
+TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
+  // Few rows x heads and long contexts: the split-KV path (partials + combine).
+  for (int hd : {128, 256})
+    attention_case(*cpu_, *gpu_, rng_, {8, 1, hd, {{1, 8000, 0}, {1, 3000, 1}, {1, 17, 2}}});
+  attention_case(*cpu_, *gpu_, rng_, {4, 4, 64, {{1, 20000, 0}}});
+}
+
+TEST_F(CudaOps, PagedAttentionVerifyNonCausalWindow) {
+  // Verify blocks (1+K queries, causal inside the block) mixed with decodes.
+  attention_case(*cpu_, *gpu_, rng_, {16, 2, 128, {{16, 700, 0}, {1, 900, 1}, {8, 33, 2}}});
+  // Non-causal (DFlash drafts), with GQA 4.
+  attention_case(*cpu_, *gpu_, rng_, {8, 2, 128, {{16, 300, 0}, {16, 5, 1}}, false});
+  // Sliding window, causal and not, long enough that the window cuts.
+  attention_case(*cpu_, *gpu_, rng_, {8, 2, 128, {{40, 600, 0}, {1, 2000, 1}}, true, 128});
+  attention_case(*cpu_, *gpu_, rng_, {8, 8, 64, {{16, 600, 0}}, false, 64});
+  attention_case(*cpu_, *gpu_, rng_, {4, 1, 256, {{1, 5000, 0}}, true, 1000});
+}
+
+TEST_F(CudaOps, MoeExperts) {
+  for (auto [T, E, k, H, I] : {std::tuple{5, 8, 2, 64, 32}, {40, 16, 4, 128, 96}, {1, 64, 8, 256, 64}}) {
+    Tensor x = rand_bf16({T, H}, rng_), router = rand_bf16({E, H}, rng_);
+    Tensor gu = rand_bf16({E, 2 * I, H}, rng_, -0.2f, 0.2f), dn = rand_bf16({E, H, I}, rng_, -0.2f, 0.2f);
+    Tensor want = Tensor::empty({T, H});
+    cpu_->moe_experts(x, router, gu, dn, k, want);
+    Tensor got = poisoned(*gpu_, {T, H});
+    gpu_->moe_experts(to_device(*gpu_, x), gpu_->upload(router), gpu_->upload(gu), gpu_->upload(dn),
+                      k, got);
+    EXPECT_TRUE(close(host(got), want, 2e-2)) << T << " tokens, " << E << " experts, top " << k;
+  }
+}
+
+TEST_F(CudaOps, ErrorsNameTheProblem) {
+  Tensor x = gpu_->empty({4, 8});
+  Tensor w = gpu_->upload(rand_bf16({5, 9}, rng_));
+  Tensor out = gpu_->empty({4, 5});
+  EXPECT_THROW(gpu_->matmul(x, w, out), Error);
+  Tensor host_x = Tensor::empty({4, 8});
+  EXPECT_THROW(gpu_->add(host_x, x), Error);
+}
+
+}  // namespace
+}  // namespace bf
