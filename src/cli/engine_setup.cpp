@@ -1,5 +1,11 @@
 #include "cli/engine_setup.h"
 
+#include <cctype>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/device_options.h"
 #include "core/log.h"
 
 namespace bf::cli {
@@ -19,13 +25,51 @@ void add_engine_flags(CLI::App* sub, EngineOptions& o) {
   sub->add_option("--kv-cache-memory-gib", o.cache_memory_gib,
                   "Memory for the KV cache and Gated DeltaNet states on the CPU backend")
       ->capture_default_str();
+  add_device_flags(sub);
+  sub->add_option("--speculative-config", o.speculative_config,
+                  "Speculative decoding as JSON, as vLLM's: "
+                  "'{\"method\":\"dflash\",\"model\":DRAFT_DIR,\"num_speculative_tokens\":15}'");
+}
+
+SpeculativeOptions parse_speculative_config(const std::string& text) {
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("--speculative-config is not valid JSON: ", e.what());
+  }
+  BF_CHECK(config.is_object(), "--speculative-config must be a JSON object");
+  SpeculativeOptions options;
+  for (const auto& [key, value] : config.items()) {
+    if (key == "method") {
+      BF_CHECK(value.is_string(), "--speculative-config: method must be a string");
+      options.method = value.get<std::string>();
+    } else if (key == "model") {
+      BF_CHECK(value.is_string(), "--speculative-config: model must be a string (a directory)");
+      options.model = value.get<std::string>();
+    } else if (key == "num_speculative_tokens") {
+      BF_CHECK(value.is_number_integer() && value.get<int64_t>() >= 1 &&
+                   value.get<int64_t>() <= 1024,
+               "--speculative-config: num_speculative_tokens must be a positive integer, got ",
+               value.dump());
+      options.num_speculative_tokens = value.get<int32_t>();
+    } else {
+      log_warn("--speculative-config: ignoring '", key, "' (blockflash reads method, model and "
+               "num_speculative_tokens)");
+    }
+  }
+  for (char& c : options.method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  BF_CHECK(options.method == "dflash", "--speculative-config: method '", options.method,
+           "' is not supported (blockflash implements \"dflash\")");
+  BF_CHECK(!options.model.empty(), "--speculative-config: \"model\" (the DFlash drafter "
+           "directory) is required");
+  BF_CHECK(std::filesystem::is_directory(options.model), "--speculative-config: model '",
+           options.model, "' is not a directory");
+  return options;
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
-  if (device == "cpu" || device == "auto") return make_cpu_backend();
-  if (device == "cuda")
-    fail("--device cuda: this build has no CUDA backend yet (use --device cpu)");
-  fail("unknown --device '", device, "' (expected cpu, cuda or auto)");
+  return make_device_backend(device);  // cli/device_options.h: cpu, cuda or auto
 }
 
 std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backend>& backend) {
@@ -39,7 +83,17 @@ std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backe
            model->config().vocab_size);
   options.engine.cache_memory_bytes =
       static_cast<size_t>(options.cache_memory_gib * static_cast<double>(size_t{1} << 30));
-  return std::make_unique<Engine>(std::move(model), tokenizer, options.engine);
+  // On CUDA: --gpu-memory-utilization of the device, less the weights and a 2 GiB reserve.
+  options.engine.cache_memory_bytes =
+      device_cache_bytes(*backend, options.engine.cache_memory_bytes, size_t{2} << 30);
+  std::unique_ptr<DFlashDrafter> drafter;
+  if (!options.speculative_config.empty()) {
+    SpeculativeOptions spec = parse_speculative_config(options.speculative_config);
+    drafter = DFlashDrafter::load(spec.model, *model);
+    options.engine.num_speculative_tokens = spec.num_speculative_tokens;
+  }
+  return std::make_unique<Engine>(std::move(model), tokenizer, options.engine,
+                                  std::move(drafter));
 }
 
 void apply_generation_defaults(SamplingParams& p, const SamplingOverrides& given,

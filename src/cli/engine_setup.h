@@ -16,7 +16,17 @@ struct EngineOptions {
   std::string device = "auto";
   EngineConfig engine;
   double cache_memory_gib = 2.0;
+  // vLLM's --speculative-config JSON: {"method":"dflash","model":DIR,"num_speculative_tokens":K}.
+  std::string speculative_config;
 };
+
+struct SpeculativeOptions {
+  std::string method;  // "dflash"
+  std::string model;   // drafter checkpoint directory
+  int32_t num_speculative_tokens = 0;  // 0: the drafter's block_size - 1
+};
+// Parses --speculative-config; bf::Error naming what is wrong.
+SpeculativeOptions parse_speculative_config(const std::string& text);
 
 // Registers --device, --max-model-len, --max-num-seqs, --max-num-batched-tokens,
 // --block-size, --kv-cache-memory-gib on `sub` (the model flag is the caller's).

@@ -73,6 +73,8 @@ Command add_generate_command(CLI::App& app) {
     std::string finish_reason;
     nlohmann::json logprobs = nlohmann::json::array();
     nlohmann::json prompt_logprobs = nlohmann::json::array();
+    nlohmann::json spec_steps = nlohmann::json::array();
+    double committed_per_step = 0;
     const bool stream = !o->json;
     engine->add_request(request, [&](const SequenceUpdate& update) {
       output_ids.insert(output_ids.end(), update.new_token_ids.begin(), update.new_token_ids.end());
@@ -82,6 +84,10 @@ Command add_generate_command(CLI::App& app) {
         for (const auto& position : *update.prompt_logprobs)
           prompt_logprobs.push_back(position ? top_list(position->top) : nlohmann::json());
       if (update.finished) finish_reason = to_string(update.finish_reason);
+      for (const SpecStep& step : update.spec_steps) {
+        spec_steps.push_back({{"draft_ids", step.draft_ids}, {"accepted", step.accepted}});
+        committed_per_step += step.accepted + 1;
+      }
       if (stream && !update.new_text.empty()) {
         std::fwrite(update.new_text.data(), 1, update.new_text.size(), stdout);
         std::fflush(stdout);
@@ -98,6 +104,12 @@ Command add_generate_command(CLI::App& app) {
                        {"finish_reason", finish_reason},
                        {"prompt_logprobs", o->prompt_logprobs ? prompt_logprobs : nlohmann::json()},
                        {"logprobs", o->logprobs ? logprobs : nlohmann::json()}};
+    if (!o->engine.speculative_config.empty()) {
+      // accepted counts draft tokens; the mean acceptance length adds the target's own token.
+      out["spec"] = {{"steps", spec_steps},
+                     {"mean_acceptance_length",
+                      spec_steps.empty() ? 0.0 : committed_per_step / spec_steps.size()}};
+    }
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     return 0;
   };

@@ -1,7 +1,9 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 
 #include "core/log.h"
 #include "engine/random.h"
@@ -31,19 +33,30 @@ SchedulerConfig scheduler_config(const EngineConfig& config, int32_t num_blocks,
   return sc;
 }
 
-// Splits the cache budget: one state slot per running sequence first (they are fixed-size),
-// the rest into KV blocks, never more blocks than max_num_seqs full-length sequences need.
-CacheSizes plan_cache(const ModelConfig& model, const EngineConfig& config) {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Splits the cache budget: the state slots of every running sequence first (fixed-size; with
+// speculative decoding 1 + K each, one snapshot per verified token), the rest into KV blocks
+// (target and drafter share block ids), never more blocks than max_num_seqs full-length
+// sequences need.
+CacheSizes plan_cache(const ModelConfig& model, const EngineConfig& config,
+                      const DFlashDrafter* drafter) {
   CacheSizes sizes;
   sizes.block_size = config.block_size;
-  sizes.num_state_slots = config.max_num_seqs;
+  const int32_t spec_tokens = drafter ? config.num_speculative_tokens : 0;
+  sizes.num_state_slots = config.max_num_seqs * (1 + spec_tokens);
   size_t slot_bytes = ModelCache::state_slot_bytes(model);
   size_t block_bytes = ModelCache::kv_block_bytes(model, config.block_size, sizeof(float));
+  if (drafter) block_bytes += DraftCache::block_bytes(drafter->config(), config.block_size, sizeof(float));
   size_t slots_total = slot_bytes * sizes.num_state_slots;
   BF_CHECK(slots_total < config.cache_memory_bytes, "cache memory (", config.cache_memory_bytes,
            " bytes) cannot hold the Gated DeltaNet states of ", config.max_num_seqs,
            " sequences (", slots_total, " bytes); lower --max-num-seqs");
-  int64_t blocks_per_seq = (config.max_model_len + config.block_size - 1) / config.block_size;
+  int64_t blocks_per_seq =
+      (config.max_model_len + spec_tokens + config.block_size - 1) / config.block_size;
   int64_t wanted = blocks_per_seq * config.max_num_seqs;
   int64_t affordable = block_bytes == 0 ? wanted
                                         : static_cast<int64_t>((config.cache_memory_bytes - slots_total) / block_bytes);
@@ -58,12 +71,20 @@ CacheSizes plan_cache(const ModelConfig& model, const EngineConfig& config) {
 }  // namespace
 
 Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> tokenizer,
-               EngineConfig config)
+               EngineConfig config, std::unique_ptr<DFlashDrafter> drafter)
     : model_(std::move(model)),
       tokenizer_(std::move(tokenizer)),
       config_([&] {
         if (config.max_model_len <= 0)
           config.max_model_len = model_->config().max_position_embeddings;
+        if (drafter) {
+          const int32_t most = drafter->config().block_size - 1;
+          if (config.num_speculative_tokens == 0) config.num_speculative_tokens = most;
+          BF_CHECK(config.num_speculative_tokens >= 1 && config.num_speculative_tokens <= most,
+                   "num_speculative_tokens must be in [1, ", most,
+                   "] for this DFlash drafter (block_size ", most + 1, "), got ",
+                   config.num_speculative_tokens);
+        }
         BF_CHECK(config.max_num_seqs >= 1, "max_num_seqs must be at least 1");
         BF_CHECK(config.max_num_batched_tokens >= 1, "max_num_batched_tokens must be at least 1");
         BF_CHECK(config.block_size >= 1 && config.block_size <= 1024,
@@ -71,9 +92,18 @@ Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> to
         return config;
       }()),
       cache_(ModelCache::allocate(model_->backend(), model_->config(),
-                                  plan_cache(model_->config(), config_))),
+                                  plan_cache(model_->config(), config_, drafter.get()))),
       scheduler_(scheduler_config(config_, cache_.sizes.num_blocks,
-                                  cache_.sizes.num_state_slots)) {
+                                  cache_.sizes.num_state_slots)),
+      drafter_(std::move(drafter)) {
+  if (drafter_) {
+    draft_cache_ = DraftCache::allocate(model_->backend(), drafter_->config(),
+                                        cache_.sizes.num_blocks, config_.block_size);
+    log_info("speculative decoding: DFlash, ", config_.num_speculative_tokens,
+             " draft tokens per step, ", 1 + config_.num_speculative_tokens,
+             " state slots per sequence");
+    last_spec_log_s_ = now_seconds();
+  }
   log_info("engine: ", cache_.sizes.num_blocks, " KV blocks of ", config_.block_size,
            " tokens, ", cache_.sizes.num_state_slots, " state slots, max_model_len ",
            config_.max_model_len, ", max_num_seqs ", config_.max_num_seqs,
@@ -102,7 +132,8 @@ void Engine::add_request(EngineRequest request, UpdateCallback callback) {
   for (int32_t index = 0; index < params.n; ++index) {
     SeqId id{request.request_id, index};
     BF_CHECK(!contexts_.count(id), "request id ", request.request_id, " is already running");
-    seqs.push_back(std::make_unique<Sequence>(id, request.prompt_token_ids, params.max_tokens));
+    seqs.push_back(std::make_unique<Sequence>(id, request.prompt_token_ids, params.max_tokens,
+                                              num_speculative_tokens()));
   }
   for (auto& seq : seqs) {
     SequenceContext context;
@@ -134,13 +165,58 @@ EngineStats Engine::stats() const {
   s.num_free_state_slots = scheduler_.state_slot_pool().num_free();
   s.kv_cache_usage = scheduler_.block_manager().usage();
   s.num_preemptions = num_preemptions_;
+  s.spec = spec_stats_;
   return s;
 }
 
-ForwardBatch Engine::build_batch(const StepPlan& plan) const {
+std::vector<std::vector<int32_t>> Engine::propose_drafts(const StepPlan& plan) {
+  std::vector<std::vector<int32_t>> drafts(plan.seqs.size());
+  if (!drafter_) return drafts;
+  const int32_t block_size = config_.block_size;
+  const int32_t mask = drafter_->config().mask_token_id;
+  ForwardBatch batch;
+  for (const ScheduledSequence& entry : plan.seqs) {
+    if (entry.num_draft_tokens == 0) continue;
+    const Sequence& seq = *entry.seq;
+    BatchSequence bs;
+    bs.query_start = batch.num_tokens();
+    bs.query_len = 1 + entry.num_draft_tokens;
+    bs.num_computed = entry.num_computed;  // the drafter's context covers [0, num_computed)
+    bs.block_table = seq.block_table;
+    for (int32_t i = 0; i < bs.query_len; ++i) {
+      const int32_t pos = entry.num_computed + i;
+      batch.token_ids.push_back(i == 0 ? seq.token_at(pos) : mask);
+      batch.positions.push_back(pos);
+      batch.slot_mapping.push_back(seq.block_table.at(pos / block_size) * block_size +
+                                   pos % block_size);
+      if (i > 0) batch.logits_rows.push_back(bs.query_start + i);
+    }
+    batch.seqs.push_back(std::move(bs));
+  }
+  if (batch.seqs.empty()) return drafts;
+  Tensor logits = drafter_->draft_logits(batch, draft_cache_);
+  const int32_t vocab = model_->config().vocab_size;
+  size_t row = 0;
+  for (size_t e = 0; e < plan.seqs.size(); ++e) {
+    for (int32_t i = 0; i < plan.seqs[e].num_draft_tokens; ++i, ++row) {
+      const float* r = logits.f32() + row * vocab;
+      drafts[e].push_back(static_cast<int32_t>(std::max_element(r, r + vocab) - r));
+    }
+    if (draft_override_ && !drafts[e].empty()) {
+      const size_t size = drafts[e].size();
+      draft_override_(*plan.seqs[e].seq, drafts[e]);
+      BF_CHECK(drafts[e].size() == size, "draft override changed the draft length");
+    }
+  }
+  return drafts;
+}
+
+ForwardBatch Engine::build_batch(const StepPlan& plan,
+                                 const std::vector<std::vector<int32_t>>& drafts) const {
   ForwardBatch batch;
   const int32_t block_size = config_.block_size;
-  for (const ScheduledSequence& entry : plan.seqs) {
+  for (size_t e = 0; e < plan.seqs.size(); ++e) {
+    const ScheduledSequence& entry = plan.seqs[e];
     const Sequence& seq = *entry.seq;
     BatchSequence bs;
     bs.query_start = batch.num_tokens();
@@ -148,6 +224,22 @@ ForwardBatch Engine::build_batch(const StepPlan& plan) const {
     bs.num_computed = entry.num_computed;
     bs.state_slot = seq.state_slots.at(0);
     bs.block_table = seq.block_table;
+    if (entry.num_draft_tokens > 0) {
+      // Verify block [pending, d_1..d_k]: logits at every row, one GDN snapshot per token.
+      const std::vector<int32_t>& draft = drafts[e];
+      bs.query_len = 1 + static_cast<int32_t>(draft.size());
+      bs.snapshot_slots.assign(seq.state_slots.begin(), seq.state_slots.begin() + bs.query_len);
+      for (int32_t i = 0; i < bs.query_len; ++i) {
+        const int32_t pos = entry.num_computed + i;
+        batch.token_ids.push_back(i == 0 ? seq.token_at(pos) : draft[i - 1]);
+        batch.positions.push_back(pos);
+        batch.slot_mapping.push_back(seq.block_table.at(pos / block_size) * block_size +
+                                     pos % block_size);
+        batch.logits_rows.push_back(bs.query_start + i);
+      }
+      batch.seqs.push_back(std::move(bs));
+      continue;
+    }
     for (int32_t i = 0; i < entry.num_new_tokens; ++i) {
       int32_t pos = entry.num_computed + i;
       batch.token_ids.push_back(seq.token_at(pos));
@@ -242,6 +334,71 @@ void Engine::process_new_token(Sequence& seq, SequenceContext& context, const Sa
   }
 }
 
+void Engine::write_draft_context(const StepPlan& plan, const ForwardBatch& batch,
+                                 const ForwardOutput& output,
+                                 const std::vector<VerifyResult>& verified) {
+  ContextRows rows;
+  for (size_t e = 0; e < plan.seqs.size(); ++e) {
+    const BatchSequence& bs = batch.seqs[e];
+    // Verify: the pending token and the accepted drafts; otherwise every new row.
+    const int32_t committed = plan.seqs[e].num_draft_tokens > 0 ? verified[e].num_accepted + 1
+                                                                 : bs.query_len;
+    for (int32_t i = 0; i < committed; ++i) {
+      const int32_t row = bs.query_start + i;
+      rows.rows.push_back(row);
+      rows.positions.push_back(batch.positions[row]);
+      rows.slots.push_back(batch.slot_mapping[row]);
+    }
+  }
+  drafter_->write_context(output.captured_hidden, rows, draft_cache_);
+}
+
+void Engine::commit_verified(const ScheduledSequence& entry, const std::vector<int32_t>& draft,
+                             const VerifyResult& result) {
+  Sequence& seq = *entry.seq;
+  SequenceContext& context = contexts_.at(seq.id);
+  SequenceUpdate& update = pending_updates_[seq.id];
+  update.id = seq.id;
+  update.spec_steps.push_back({draft, result.num_accepted});
+  spec_stats_.record(static_cast<int32_t>(draft.size()), result.num_accepted);
+  scheduler_.commit_verified(entry, result.num_accepted);
+  // Token by token, exactly as plain decoding would: a stop token, stop string or length
+  // limit inside the block ends the sequence there and drops the rest.
+  for (const SampleResult& sample : result.tokens) {
+    if (!scheduler_.append_output(seq, sample.token)) break;
+    process_new_token(seq, context, sample, update);
+    if (seq.is_finished()) break;
+  }
+}
+
+void Engine::log_spec_stats() {
+  const double now = now_seconds();
+  if (now - last_spec_log_s_ < config_.spec_log_interval_s) return;
+  const double elapsed = now - last_spec_log_s_;
+  last_spec_log_s_ = now;
+  const SpecDecodeStats& a = spec_stats_;
+  const SpecDecodeStats& b = spec_stats_logged_;
+  const int64_t drafts = a.num_drafts - b.num_drafts;
+  if (drafts == 0) return;
+  const int64_t drafted = a.num_draft_tokens - b.num_draft_tokens;
+  const int64_t accepted = a.num_accepted_tokens - b.num_accepted_tokens;
+  std::string per_position;
+  char buf[64];
+  for (size_t i = 0; i < a.accepted_per_position.size(); ++i) {
+    const int64_t before = i < b.accepted_per_position.size() ? b.accepted_per_position[i] : 0;
+    std::snprintf(buf, sizeof buf, "%s%.3f", i ? ", " : "",
+                  static_cast<double>(a.accepted_per_position[i] - before) / drafts);
+    per_position += buf;
+  }
+  std::snprintf(buf, sizeof buf, "%.2f", 1.0 + static_cast<double>(accepted) / drafts);
+  std::string mean = buf;
+  std::snprintf(buf, sizeof buf, "%.1f tokens/s", accepted / elapsed);
+  log_info("SpecDecoding metrics: Mean acceptance length: ", mean, ", Accepted throughput: ", buf,
+           ", Accepted: ", accepted, " tokens, Drafted: ", drafted,
+           " tokens, Per-position acceptance rate: ", per_position);
+  spec_stats_logged_ = spec_stats_;
+}
+
 void Engine::step() {
   StepPlan plan = scheduler_.schedule();
   num_preemptions_ += static_cast<int64_t>(plan.preempted.size());
@@ -249,17 +406,31 @@ void Engine::step() {
     send_finished();
     return;
   }
-  ForwardBatch batch = build_batch(plan);
-  ForwardOutput output = model_->forward(batch, cache_);
+  std::vector<std::vector<int32_t>> drafts = propose_drafts(plan);
+  ForwardBatch batch = build_batch(plan, drafts);
+  static const std::vector<int32_t> no_taps;
+  ForwardOutput output = model_->forward(batch, cache_, drafter_ ? drafter_->tap_layers() : no_taps);
   const int32_t vocab = model_->config().vocab_size;
 
   // Walk the plan in order: each entry's logits rows are consecutive in batch.logits_rows.
   std::vector<int32_t> sampled;
   std::vector<SampleResult> samples;
+  std::vector<VerifyResult> verified(plan.seqs.size());
   size_t row = 0;
-  for (const ScheduledSequence& entry : plan.seqs) {
+  for (size_t e = 0; e < plan.seqs.size(); ++e) {
+    const ScheduledSequence& entry = plan.seqs[e];
     Sequence& seq = *entry.seq;
     SequenceContext& context = contexts_.at(seq.id);
+    if (entry.num_draft_tokens > 0) {
+      const size_t rows = drafts[e].size() + 1;
+      std::span<const float> logits(output.logits.f32() + row * vocab, rows * vocab);
+      row += rows;
+      verified[e] = verify_draft(logits, vocab, drafts[e], context.params, seq.prompt_token_ids,
+                                 seq.output_token_ids, model_->config().eos_token_ids,
+                                 context.seed, seq.output_token_ids.size());
+      sampled.push_back(verified[e].tokens[0].token);  // placeholder: commit skips verify entries
+      continue;
+    }
     if (!context.prompt_logprobs_done) {
       collect_prompt_logprobs(entry, output.logits, row);
       row += entry.num_new_tokens - 1;
@@ -274,10 +445,16 @@ void Engine::step() {
     sampled.push_back(sample.token);
     samples.push_back(std::move(sample));
   }
+  if (drafter_) write_draft_context(plan, batch, output, verified);
   scheduler_.commit(plan, sampled);
 
   size_t sample_index = 0;
-  for (const ScheduledSequence& entry : plan.seqs) {
+  for (size_t e = 0; e < plan.seqs.size(); ++e) {
+    const ScheduledSequence& entry = plan.seqs[e];
+    if (entry.num_draft_tokens > 0) {
+      commit_verified(entry, drafts[e], verified[e]);
+      continue;
+    }
     if (!entry.needs_sample) continue;
     Sequence& seq = *entry.seq;
     SequenceContext& context = contexts_.at(seq.id);
@@ -285,6 +462,7 @@ void Engine::step() {
     update.id = seq.id;
     process_new_token(seq, context, samples[sample_index++], update);
   }
+  if (drafter_) log_spec_stats();
   send_finished();
 }
 
@@ -328,7 +506,7 @@ void Engine::send_finished() {
       update.num_output_tokens = seq->num_output_tokens();
     }
     if (update.new_token_ids.empty() && update.new_text.empty() && !update.finished &&
-        !update.prompt_logprobs)
+        !update.prompt_logprobs && update.spec_steps.empty())
       continue;
     UpdateCallback callback = context.callback;
     if (done) contexts_.erase(context_it);

@@ -5,6 +5,7 @@
 // request's callback. No JSON, no HTTP: the server and the CLI sit on top.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -12,6 +13,8 @@
 #include "engine/engine_types.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
+#include "engine/spec_decode.h"
+#include "model/dflash_drafter.h"
 #include "model/model.h"
 #include "tokenizer/incremental_detokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -26,6 +29,11 @@ struct EngineConfig {
   // Memory for KV blocks and GDN state slots; on the CPU backend a host allocation.
   size_t cache_memory_bytes = size_t{2} << 30;
   int32_t max_logprobs = default_max_logprobs;
+  // DFlash speculative decoding (with a drafter): draft tokens per step, 1..block_size-1
+  // (0: the drafter's block_size - 1, vLLM's num_speculative_tokens).
+  int32_t num_speculative_tokens = 0;
+  // Seconds between the speculative-decoding log lines (vLLM logs every 10 s).
+  double spec_log_interval_s = 10.0;
 };
 
 struct EngineStats {
@@ -37,12 +45,14 @@ struct EngineStats {
   int32_t num_free_state_slots = 0;
   double kv_cache_usage = 0.0;
   int64_t num_preemptions = 0;
+  SpecDecodeStats spec;  // all zero without a drafter
 };
 
 class Engine {
  public:
+  // drafter: a DFlash drafter for `model` (speculative decoding), or null.
   Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> tokenizer,
-         EngineConfig config);
+         EngineConfig config, std::unique_ptr<DFlashDrafter> drafter = nullptr);
 
   // Checks the request (prompt length vs max_model_len, ids in range, sampling params) and
   // queues its n sequences. Throws bf::Error with a message for the client on bad input.
@@ -56,6 +66,13 @@ class Engine {
   bool has_work() const { return scheduler_.has_unfinished(); }
   // Runs one scheduler step (no-op when idle).
   void step();
+
+  // Testing hook: may rewrite the drafter's proposal for a sequence (keeping its length),
+  // e.g. to force long acceptances that a random-weight drafter never produces. The verify
+  // path is unchanged, so what it commits stays exactly plain decoding's.
+  using DraftOverride = std::function<void(const Sequence& seq, std::vector<int32_t>& draft)>;
+  void set_draft_override(DraftOverride override) { draft_override_ = std::move(override); }
+  bool speculative() const { return drafter_ != nullptr; }
 
   const ModelConfig& model_config() const { return model_->config(); }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
@@ -79,7 +96,18 @@ class Engine {
     std::vector<std::optional<PositionLogprobs>> prompt_logprobs;
   };
 
-  ForwardBatch build_batch(const StepPlan& plan) const;
+  int32_t num_speculative_tokens() const { return drafter_ ? config_.num_speculative_tokens : 0; }
+  // The drafter's proposal for every verify entry of the plan (empty for the others).
+  std::vector<std::vector<int32_t>> propose_drafts(const StepPlan& plan);
+  ForwardBatch build_batch(const StepPlan& plan,
+                           const std::vector<std::vector<int32_t>>& drafts) const;
+  // Context K/V for the drafter: every committed row of this step's forward.
+  void write_draft_context(const StepPlan& plan, const ForwardBatch& batch,
+                           const ForwardOutput& output,
+                           const std::vector<VerifyResult>& verified);
+  void commit_verified(const ScheduledSequence& entry, const std::vector<int32_t>& draft,
+                       const VerifyResult& result);
+  void log_spec_stats();
   void collect_prompt_logprobs(const ScheduledSequence& entry, const Tensor& logits,
                                size_t first_row);
   // Applies eos / stop tokens / stop strings to the newly sampled token of seq; returns the
@@ -96,6 +124,12 @@ class Engine {
   std::map<SeqId, SequenceContext> contexts_;
   std::map<SeqId, SequenceUpdate> pending_updates_;  // built during a step, sent at its end
   int64_t num_preemptions_ = 0;
+  std::unique_ptr<DFlashDrafter> drafter_;
+  DraftOverride draft_override_;
+  DraftCache draft_cache_;
+  SpecDecodeStats spec_stats_;
+  SpecDecodeStats spec_stats_logged_;  // at the last log line
+  double last_spec_log_s_ = 0.0;
 };
 
 }  // namespace bf

@@ -30,6 +30,13 @@ struct PositionLogprobs {
   std::vector<TokenLogprob> top;
 };
 
+// One speculative step of a sequence: the drafter's proposal and how many of it the target
+// accepted (excluding the target's own token, which is always committed too).
+struct SpecStep {
+  std::vector<int32_t> draft_ids;
+  int32_t accepted = 0;
+};
+
 struct SequenceUpdate {
   SeqId id;
   std::vector<int32_t> new_token_ids;
@@ -43,6 +50,7 @@ struct SequenceUpdate {
   // Sent once, with the first update, when params.prompt_logprobs is set: entry 0 is empty
   // (nothing predicts the first token), entry i the distribution predicting prompt token i.
   std::optional<std::vector<std::optional<PositionLogprobs>>> prompt_logprobs;
+  std::vector<SpecStep> spec_steps;  // speculative steps since the last update
 };
 
 // Called on the engine thread for every update; must not call back into the engine.

@@ -9,7 +9,7 @@ namespace bf {
 
 int32_t StepPlan::num_tokens() const {
   int32_t total = 0;
-  for (const ScheduledSequence& entry : seqs) total += entry.num_new_tokens;
+  for (const ScheduledSequence& entry : seqs) total += entry.num_new_tokens + entry.num_draft_tokens;
   return total;
 }
 
@@ -95,11 +95,13 @@ void Scheduler::schedule_running(StepPlan& plan, int32_t& token_budget) {
     }
     if (preempted_self) return;
     blocks_.grow(seq, num_kv_tokens);
+    const int32_t drafts = num_draft_tokens(seq, num_new, token_budget);
     plan.seqs.push_back({.seq = &seq,
                          .num_computed = seq.num_computed_tokens,
                          .num_new_tokens = num_new,
-                         .needs_sample = num_new == seq.num_uncomputed_tokens()});
-    token_budget -= num_new;
+                         .needs_sample = num_new == seq.num_uncomputed_tokens(),
+                         .num_draft_tokens = drafts});
+    token_budget -= num_new + drafts;
     ++i;
   }
 }
@@ -138,6 +140,21 @@ int32_t Scheduler::num_new_tokens(const Sequence& seq, int32_t token_budget) con
   return std::min(num_new, token_budget);
 }
 
+// Drafts only for a decode (the pending token is an output, so the drafter's context covers
+// every earlier position), at most the lookahead, what the budget leaves after the pending
+// token, and what max_model_len and max_tokens can still take: a verify commits up to
+// drafts + 1 tokens.
+int32_t Scheduler::num_draft_tokens(const Sequence& seq, int32_t num_new,
+                                    int32_t token_budget) const {
+  if (seq.num_lookahead_tokens == 0 || num_new != 1 || seq.num_uncomputed_tokens() != 1 ||
+      seq.num_output_tokens() == 0)
+    return 0;
+  const int32_t drafts = std::min({seq.num_lookahead_tokens, token_budget - 1,
+                                   config_.max_model_len - seq.num_tokens() - 1,
+                                   seq.max_tokens - seq.num_output_tokens() - 1});
+  return std::max(drafts, 0);
+}
+
 // Evicts the newest running sequence: it keeps its outputs and recomputes prompt + outputs
 // from position 0 when readmitted (no KV swap; GDN state cannot be rebuilt otherwise).
 void Scheduler::preempt_newest(StepPlan& plan) {
@@ -161,6 +178,7 @@ void Scheduler::commit(const StepPlan& plan, std::span<const int32_t> sampled_to
   for (const ScheduledSequence& entry : plan.seqs) {
     const int32_t token = entry.needs_sample ? sampled_token_ids[next_sample++] : -1;
     Sequence& seq = *entry.seq;
+    if (entry.num_draft_tokens > 0) continue;  // commit_verified's
     if (seq.is_finished()) continue;  // aborted after schedule()
     BF_CHECK(seq.num_computed_tokens == entry.num_computed, "sequence ", seq.id,
              " changed between schedule and commit");
@@ -169,6 +187,28 @@ void Scheduler::commit(const StepPlan& plan, std::span<const int32_t> sampled_to
     seq.output_token_ids.push_back(token);
     if (reached_length(seq)) retire(seq.id, FinishReason::kLength);
   }
+}
+
+void Scheduler::commit_verified(const ScheduledSequence& entry, int32_t num_accepted) {
+  Sequence& seq = *entry.seq;
+  if (seq.is_finished()) return;  // aborted after schedule()
+  BF_CHECK(entry.num_draft_tokens > 0 && num_accepted >= 0 &&
+               num_accepted <= entry.num_draft_tokens,
+           "commit_verified: ", num_accepted, " accepted of ", entry.num_draft_tokens, " drafts");
+  BF_CHECK(seq.num_computed_tokens == entry.num_computed, "sequence ", seq.id,
+           " changed between schedule and commit");
+  BF_CHECK(static_cast<int32_t>(seq.state_slots.size()) > num_accepted, "sequence ", seq.id,
+           " holds ", seq.state_slots.size(), " state slots, the verify needed ",
+           num_accepted + 1);
+  seq.num_computed_tokens += num_accepted + 1;
+  std::swap(seq.state_slots[0], seq.state_slots[num_accepted]);
+}
+
+bool Scheduler::append_output(Sequence& seq, int32_t token) {
+  if (seq.is_finished()) return false;
+  seq.output_token_ids.push_back(token);
+  if (reached_length(seq)) retire(seq.id, FinishReason::kLength);
+  return true;
 }
 
 bool Scheduler::reached_length(const Sequence& seq) const {

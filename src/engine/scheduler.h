@@ -39,6 +39,10 @@ struct ScheduledSequence {
   int32_t num_computed = 0;    // tokens in the KV cache / GDN state before this step
   int32_t num_new_tokens = 0;  // query_len: positions [num_computed, num_computed + num_new_tokens)
   bool needs_sample = false;   // reaches the end of the known tokens: needs logits and a sample
+  // Speculative decoding: draft tokens this decode may verify after its pending token (a
+  // 1 + num_draft_tokens verify block), within the token budget, max_model_len and
+  // max_tokens. 0: a plain step. Verify entries are committed by commit_verified.
+  int32_t num_draft_tokens = 0;
 };
 
 struct StepPlan {
@@ -46,7 +50,7 @@ struct StepPlan {
   std::vector<SeqId> preempted;         // evicted this step; blocks and slots already freed
 
   bool empty() const { return seqs.empty(); }
-  int32_t num_tokens() const;
+  int32_t num_tokens() const;  // rows of the forward: new tokens plus verified drafts
   int32_t num_samples() const;
 };
 
@@ -65,8 +69,17 @@ class Scheduler {
   // After the forward pass: advances num_computed_tokens of every scheduled sequence and
   // appends sampled_token_ids (one per entry with needs_sample, in plan order); finishes a
   // sequence with "length" at max_tokens or at max_model_len. Entries finished since
-  // schedule() (aborted) are skipped.
+  // schedule() (aborted) are skipped, and so are verify entries (num_draft_tokens > 0: their
+  // sampled_token_ids entry is a placeholder; commit_verified commits them).
   void commit(const StepPlan& plan, std::span<const int32_t> sampled_token_ids);
+  // A verify entry (num_draft_tokens > 0): the forward computed its pending token and the
+  // first num_accepted drafts, so num_computed_tokens advances by num_accepted + 1 and the GDN
+  // state snapshot of the last of them (state_slots[num_accepted]) becomes state_slots[0].
+  // The committed tokens then come one at a time through append_output.
+  void commit_verified(const ScheduledSequence& entry, int32_t num_accepted);
+  // Appends one output token; finishes the sequence with "length" at max_tokens or
+  // max_model_len. Returns false (and appends nothing) for a finished sequence.
+  bool append_output(Sequence& seq, int32_t token);
 
   // Ends a waiting or running sequence now and frees its blocks and slots; returns whether it
   // did. On a sequence already finished (not yet taken) it returns false, but kStop replaces
@@ -98,6 +111,7 @@ class Scheduler {
   void schedule_waiting(StepPlan& plan, int32_t& token_budget);
   // Tokens seq may compute this step within token_budget (0: it cannot run this step).
   int32_t num_new_tokens(const Sequence& seq, int32_t token_budget) const;
+  int32_t num_draft_tokens(const Sequence& seq, int32_t num_new, int32_t token_budget) const;
   void preempt_newest(StepPlan& plan);
   bool reached_length(const Sequence& seq) const;
   Sequence* find(SeqId id) const;

@@ -23,10 +23,14 @@ CheckpointReader::CheckpointReader(const WeightStore& store, Backend& backend)
     : store_(store), backend_(backend) {}
 
 Tensor CheckpointReader::take(const std::string& name, const Shape& shape) {
+  return backend_.upload(take_host(name, shape));
+}
+
+Tensor CheckpointReader::take_host(const std::string& name, const Shape& shape) {
   BF_CHECK(store_.contains(name), "checkpoint is missing tensor '", name, "' (expected shape ",
            shape_string(shape), ")");
   used_.insert(name);
-  return backend_.upload(store_.read_f32(name, shape));
+  return store_.read_f32(name, shape);
 }
 
 void CheckpointReader::check_all_used() const {

@@ -20,6 +20,8 @@ class CheckpointReader {
   bool contains(const std::string& name) const { return store_.contains(name); }
   // Reads `name` (full tensor name), checks its shape, uploads it. Missing -> error.
   Tensor take(const std::string& name, const Shape& shape);
+  // The same without the upload: a host f32 tensor, for weights re-laid out before upload.
+  Tensor take_host(const std::string& name, const Shape& shape);
   // Marks a tensor as consumed without loading it (e.g. an lm_head tied to the embedding).
   void mark_used(const std::string& name) { used_.insert(name); }
   // Errors on tensors nobody took, except the skipped multimodal / MTP groups.

@@ -11,6 +11,9 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, bool 
     : tokenizer_(&tokenizer), skip_special_tokens_(skip_special_tokens) {}
 
 std::string IncrementalDetokenizer::push(int32_t id) {
+  // A model may emit ids past the tokenizer's vocabulary (embedding tables are padded, e.g.
+  // Qwen3.5's 248320 rows for 248077 tokens); they decode to nothing, as in HF tokenizers.
+  if (!tokenizer_->contains(id)) return {};
   const std::string& piece = tokenizer_->token_piece(id);
   if (skip_special_tokens_ && tokenizer_->is_special(id)) return {};
   pending_ += piece;

@@ -35,12 +35,27 @@ std::unique_ptr<Sequence> make_sequence(int64_t request_id, int32_t num_prompt_t
 }
 
 // The fake forward: samples a token for every entry that needs one and commits.
-void run_forward(Scheduler& scheduler, const StepPlan& plan) {
+// A fake forward: every sampled token is fake_token(id, position). A verify entry (drafts)
+// accepts a pseudo-random number of its drafts; returns how far each entry advanced.
+std::map<SeqId, int32_t> run_forward(Scheduler& scheduler, const StepPlan& plan) {
   std::vector<int32_t> sampled;
+  std::map<SeqId, int32_t> advanced;
   for (const ScheduledSequence& entry : plan.seqs) {
     if (entry.needs_sample) sampled.push_back(fake_token(entry.seq->id, entry.seq->num_tokens()));
+    advanced[entry.seq->id] = entry.num_new_tokens;
   }
   scheduler.commit(plan, sampled);
+  for (const ScheduledSequence& entry : plan.seqs) {
+    if (entry.num_draft_tokens == 0 || entry.seq->is_finished()) continue;
+    Sequence& seq = *entry.seq;
+    const int32_t accepted =
+        fake_token(seq.id, seq.num_tokens()) % (entry.num_draft_tokens + 1);
+    scheduler.commit_verified(entry, accepted);
+    advanced[seq.id] = accepted + 1;
+    for (int32_t i = 0; i <= accepted; ++i)
+      if (!scheduler.append_output(seq, fake_token(seq.id, seq.num_tokens()))) break;
+  }
+  return advanced;
 }
 
 // One step as (request_id, num_computed, num_new_tokens, needs_sample) per scheduled sequence.
@@ -442,14 +457,13 @@ RunStats random_run(const RandomRunOptions& options) {
                                                                : fake_token(seq.id, pos);
         EXPECT_EQ(seq.token_at(pos), expected) << seq.id << " position " << pos;
       }
-      covered[seq.id] += entry.num_new_tokens;
     }
 
     // Occasionally abort a scheduled sequence between schedule and commit.
     if (!plan.empty() && chance(options.abort_probability)) {
       EXPECT_TRUE(scheduler.abort(plan.seqs[uniform(0, static_cast<int32_t>(plan.seqs.size()) - 1)].seq->id));
     }
-    run_forward(scheduler, plan);
+    for (const auto& [id, advance] : run_forward(scheduler, plan)) covered[id] += advance;
     scheduler.check_integrity();
 
     for (const std::unique_ptr<Sequence>& seq : scheduler.take_finished()) {

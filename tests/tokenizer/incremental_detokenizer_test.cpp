@@ -49,6 +49,21 @@ TEST(IncrementalDetokenizer, HoldsBackPartialCharacters) {
   EXPECT_EQ(detok.push(*tok.token_to_id("a")), "\xEF\xBF\xBD" "a");
 }
 
+// Ids past the tokenizer (a padded embedding table) decode to nothing and do not disturb
+// a character being assembled around them.
+TEST(IncrementalDetokenizer, IdsPastTheVocabularyDecodeToNothing) {
+  const Tokenizer& tok = qwen();
+  const auto e4 = *tok.token_to_id("\xC3\xA4");
+  const auto b8 = *tok.token_to_id("\xC2\xB8");
+  const auto ad = *tok.token_to_id("\xC5\x83");
+  IncrementalDetokenizer detok(tok);
+  EXPECT_EQ(detok.push(e4), "");
+  EXPECT_EQ(detok.push(tok.vocab_size() + 5), "");
+  EXPECT_EQ(detok.push(b8), "");
+  EXPECT_EQ(detok.push(ad), "中");
+  EXPECT_EQ(detok.flush(), "");
+}
+
 TEST(IncrementalDetokenizer, RealTextRoundTrips) {
   const std::string text = "Hello 世界! 👨‍👩‍👧‍👦 café <|im_start|>user\n안녕<|im_end|> e\u0301 \t\n";
   for (const bool skip : {false, true}) check_stream(qwen().encode(text), skip);

@@ -1,0 +1,79 @@
+#include "engine/spec_decode.h"
+
+#include "core/error.h"
+#include "engine/logprobs.h"
+#include "engine/random.h"
+
+namespace bf {
+namespace {
+
+SampleResult with_logprobs(std::span<const float> row, int32_t token,
+                           const SamplingParams& params) {
+  SampleResult result;
+  result.token = token;
+  const double lse = log_sum_exp(row);
+  result.logprob = static_cast<float>(static_cast<double>(row[token]) - lse);
+  result.rank = token_rank(row, token);
+  if (params.logprobs) result.top_logprobs = top_logprobs(row, *params.logprobs, lse);
+  return result;
+}
+
+}  // namespace
+
+VerifyResult verify_draft(std::span<const float> logits, int32_t vocab,
+                          std::span<const int32_t> draft, const SamplingParams& params,
+                          std::span<const int32_t> prompt_ids, std::span<const int32_t> output_ids,
+                          std::span<const int32_t> eos_token_ids, uint64_t seed,
+                          uint64_t first_position) {
+  const size_t k = draft.size();
+  BF_CHECK(logits.size() == (k + 1) * static_cast<size_t>(vocab), "verify_draft: ",
+           logits.size(), " logits for ", k, " draft tokens of vocabulary ", vocab);
+  std::vector<int32_t> history(output_ids.begin(), output_ids.end());
+  VerifyResult result;
+  for (size_t i = 0; i <= k; ++i) {
+    std::span<const float> row = logits.subspan(i * vocab, vocab);
+    const uint64_t position = first_position + i;
+    std::vector<float> probs = processed_probs(row, params, prompt_ids, history, eos_token_ids);
+    if (i == k) {  // every draft accepted: the bonus token, drawn as plain decoding draws it
+      const double u = params.greedy() ? 0.0 : uniform(seed, position, sample_stream);
+      result.tokens.push_back(with_logprobs(row, sample_from_probs(probs, u), params));
+      break;
+    }
+    const int32_t proposed = draft[i];
+    BF_CHECK(proposed >= 0 && proposed < vocab, "verify_draft: draft token ", proposed,
+             " outside the vocabulary");
+    double total = 0.0;
+    for (float p : probs) total += p;
+    const double p_proposed = total > 0 ? probs[proposed] / total : 0.0;
+    const bool accept = params.greedy()
+                            ? probs[proposed] > 0.0f
+                            : uniform(seed, position, accept_stream) < p_proposed;
+    if (accept) {
+      result.tokens.push_back(with_logprobs(row, proposed, params));
+      history.push_back(proposed);
+      ++result.num_accepted;
+      continue;
+    }
+    probs[proposed] = 0.0f;  // the residual max(0, p - onehot(d))
+    const double u = params.greedy() ? 0.0 : uniform(seed, position, residual_stream);
+    result.tokens.push_back(with_logprobs(row, sample_from_probs(probs, u), params));
+    break;
+  }
+  return result;
+}
+
+void SpecDecodeStats::record(int32_t num_draft_tokens_in_step, int32_t num_accepted) {
+  ++num_drafts;
+  num_draft_tokens += num_draft_tokens_in_step;
+  num_accepted_tokens += num_accepted;
+  if (static_cast<int32_t>(accepted_per_position.size()) < num_draft_tokens_in_step)
+    accepted_per_position.resize(num_draft_tokens_in_step, 0);
+  for (int32_t i = 0; i < num_accepted; ++i) ++accepted_per_position[i];
+}
+
+double SpecDecodeStats::mean_acceptance_length() const {
+  return num_drafts == 0 ? 0.0
+                         : 1.0 + static_cast<double>(num_accepted_tokens) / num_drafts;
+}
+
+}  // namespace bf
