@@ -18,6 +18,7 @@ Command add_tokenize_command(CLI::App& app);
 Command add_detokenize_command(CLI::App& app);
 Command add_serve_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
+Command add_env_command(CLI::App& app);
 
 // Parses "1,2,3" (spaces allowed) into token ids; bf::Error naming the bad entry.
 std::vector<int32_t> parse_id_list(const std::string& text);

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   add(bf::cli::add_detokenize_command);
   add(bf::cli::add_serve_command);
   add(bf::cli::add_bench_command);
+  add(bf::cli::add_env_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
