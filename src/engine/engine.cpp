@@ -165,7 +165,10 @@ EngineStats Engine::stats() const {
   s.num_free_state_slots = scheduler_.state_slot_pool().num_free();
   s.kv_cache_usage = scheduler_.block_manager().usage();
   s.num_preemptions = num_preemptions_;
+  s.speculative = drafter_ != nullptr;
   s.spec = spec_stats_;
+  if (s.speculative && s.spec.accepted_per_position.empty())
+    s.spec.accepted_per_position.assign(config_.num_speculative_tokens, 0);
   return s;
 }
 

@@ -45,7 +45,8 @@ struct EngineStats {
   int32_t num_free_state_slots = 0;
   double kv_cache_usage = 0.0;
   int64_t num_preemptions = 0;
-  SpecDecodeStats spec;  // all zero without a drafter
+  bool speculative = false;  // a drafter is configured
+  SpecDecodeStats spec;      // all zero without a drafter
 };
 
 class Engine {

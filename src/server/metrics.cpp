@@ -125,6 +125,20 @@ std::string Metrics::render(const EngineStats& stats, const std::string& model_n
   sample(out, "blockflash:num_preemptions_total", labels, static_cast<double>(stats.num_preemptions));
   header(out, "vllm:num_preemptions", "Cumulative number of preemption from the engine.", "counter");
   sample(out, "vllm:num_preemptions_total", labels, static_cast<double>(stats.num_preemptions));
+  if (stats.speculative) {  // vLLM's spec-decode counters, when speculation is configured
+    counter("vllm:spec_decode_num_drafts", "Number of spec decoding drafts.",
+            static_cast<double>(stats.spec.num_drafts));
+    counter("vllm:spec_decode_num_draft_tokens", "Number of draft tokens.",
+            static_cast<double>(stats.spec.num_draft_tokens));
+    counter("vllm:spec_decode_num_accepted_tokens", "Number of accepted tokens.",
+            static_cast<double>(stats.spec.num_accepted_tokens));
+    header(out, "vllm:spec_decode_num_accepted_tokens_per_pos",
+           "Accepted tokens per draft position.", "counter");
+    for (size_t i = 0; i < stats.spec.accepted_per_position.size(); ++i)
+      sample(out, "vllm:spec_decode_num_accepted_tokens_per_pos_total",
+             labels + ",position=\"" + std::to_string(i) + "\"",
+             static_cast<double>(stats.spec.accepted_per_position[i]));
+  }
 
   std::lock_guard<std::mutex> lock(mutex_);
   counter("vllm:prompt_tokens", "Number of prefill tokens processed.",
