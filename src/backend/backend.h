@@ -59,6 +59,11 @@ class Backend {
   Tensor empty(Shape shape) { return empty(std::move(shape), activation_dtype()); }
   Tensor zeros(Shape shape) { return zeros(std::move(shape), activation_dtype()); }
   virtual Tensor to_host(const Tensor& tensor) = 0;  // f32 host copy
+  // A weight as upload() would store it, uniform in [-scale, scale], a pure function of
+  // (shape, scale, seed): --load-format dummy, for running a real model's shapes without its
+  // checkpoint. The default builds it on the host and uploads; a device backend should
+  // generate it in place (a 27B model's f32 host copy would not fit).
+  virtual Tensor random_weight(const Shape& shape, float scale, uint64_t seed);
 
   // out[t, :] = table[ids[t], :]. table: [vocab, hidden]; out: [T, hidden].
   virtual void embedding(const std::vector<int32_t>& ids, const Tensor& table, Tensor& out) = 0;

@@ -19,6 +19,22 @@ void Backend::slice_columns(const Tensor& x, int64_t begin, Tensor& out) {
     std::memcpy(out.f32() + r * width, x.f32() + r * cols + begin, width * sizeof(float));
 }
 
+Tensor Backend::random_weight(const Shape& shape, float scale, uint64_t seed) {
+  Tensor host = Tensor::empty(shape);
+  float* data = host.f32();
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i);
+    x ^= x >> 30;  // splitmix64 finalizer
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    const double u = static_cast<double>(x >> 11) * (1.0 / 9007199254740992.0);  // [0, 1)
+    data[i] = static_cast<float>((2.0 * u - 1.0) * scale);
+  }
+  return upload(host);
+}
+
 void Backend::sigmoid_scale_rows(Tensor& x, const Tensor& gate) {
   BF_CHECK(x.device() == Device::kCPU && gate.device() == Device::kCPU,
            "sigmoid_scale_rows: host tensors only in the default implementation");

@@ -77,7 +77,9 @@ std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backe
   BF_CHECK(options.cache_memory_gib > 0, "--kv-cache-memory-gib must be positive");
   backend = make_backend(options.device);
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(options.model));
-  auto model = Model::load(options.model, *backend);
+  const LoadFormat format =
+      device_options().load_format == "dummy" ? LoadFormat::kDummy : LoadFormat::kSafetensors;
+  auto model = Model::load(options.model, *backend, format);
   BF_CHECK(tokenizer->vocab_size() <= model->config().vocab_size, "tokenizer has ",
            tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
            model->config().vocab_size);
@@ -89,7 +91,7 @@ std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backe
   std::unique_ptr<DFlashDrafter> drafter;
   if (!options.speculative_config.empty()) {
     SpeculativeOptions spec = parse_speculative_config(options.speculative_config);
-    drafter = DFlashDrafter::load(spec.model, *model);
+    drafter = DFlashDrafter::load(spec.model, *model, format);
     options.engine.num_speculative_tokens = spec.num_speculative_tokens;
   }
   return std::make_unique<Engine>(std::move(model), tokenizer, options.engine,

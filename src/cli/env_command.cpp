@@ -49,9 +49,6 @@ bool cuda_available() {
 
 std::unique_ptr<Backend> make_device_backend(const std::string& device) {
   const DeviceOptions& o = device_options();
-  if (o.load_format == "dummy")
-    fail("--load-format dummy: not wired into model loading yet (Model::load reads safetensors; "
-         "the kernel benchmarks in bench/ use random device weights)");
   if (device == "cpu" || (device == "auto" && !cuda_available())) {
     if (o.attention_backend != "auto" && !o.attention_backend.empty())
       log_warn("--attention-backend ", o.attention_backend, " is ignored on the CPU backend");

@@ -13,11 +13,19 @@
 
 namespace bf {
 
+// How weights are obtained: from the checkpoint's safetensors, or random (vLLM's
+// --load-format dummy: config.json alone gives the shapes; for benchmarking).
+enum class LoadFormat { kSafetensors, kDummy };
+
 class CheckpointReader {
  public:
   CheckpointReader(const WeightStore& store, Backend& backend);
+  // Dummy weights: every take() is a random tensor of the asked shape. The dummy checkpoint
+  // has the canonical layout: fused experts and no optional copies (contains() is true only
+  // for "...experts.gate_up_proj"), so loaders take the same path they take for real files.
+  static CheckpointReader dummy(Backend& backend) { return CheckpointReader(nullptr, backend); }
 
-  bool contains(const std::string& name) const { return store_.contains(name); }
+  bool contains(const std::string& name) const;
   // Reads `name` (full tensor name), checks its shape, uploads it. Missing -> error.
   Tensor take(const std::string& name, const Shape& shape);
   // The same without the upload: a host f32 tensor, for weights re-laid out before upload.
@@ -28,7 +36,9 @@ class CheckpointReader {
   void check_all_used() const;
 
  private:
-  const WeightStore& store_;
+  CheckpointReader(const WeightStore* store, Backend& backend) : store_(store), backend_(backend) {}
+
+  const WeightStore* store_;  // null: dummy weights
   Backend& backend_;
   std::set<std::string> used_;
 };

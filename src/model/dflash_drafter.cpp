@@ -29,22 +29,27 @@ size_t DraftCache::block_bytes(const DraftConfig& c, int32_t block_size, size_t 
 }
 
 std::unique_ptr<DFlashDrafter> DFlashDrafter::load(const std::filesystem::path& draft_dir,
-                                                   const Model& target) {
+                                                   const Model& target, LoadFormat format) {
   DraftConfig config = load_draft_config(draft_dir);
   check_draft_fits_target(config, target.config());
   std::unique_ptr<DFlashDrafter> drafter(new DFlashDrafter(std::move(config), target));
-  drafter->load_weights(draft_dir);
-  log_info("loaded ", drafter->config_.summary());
+  if (format == LoadFormat::kDummy) {
+    CheckpointReader reader = CheckpointReader::dummy(target.backend());
+    drafter->load_weights(reader, "");
+  } else {
+    WeightStore store = WeightStore::open(draft_dir);
+    CheckpointReader reader(store, target.backend());
+    // z-lab checkpoints name weights from the model root; some exports add "model.".
+    drafter->load_weights(reader, store.contains("model.fc.weight") ? "model." : "");
+  }
+  log_info("loaded ", drafter->config_.summary(),
+           format == LoadFormat::kDummy ? " (dummy random weights)" : "");
   return drafter;
 }
 
-void DFlashDrafter::load_weights(const std::filesystem::path& draft_dir) {
-  WeightStore store = WeightStore::open(draft_dir);
-  CheckpointReader reader(store, backend_);
+void DFlashDrafter::load_weights(CheckpointReader& reader, const std::string& base) {
   const DraftConfig& c = config_;
   const int64_t H = c.hidden_size, taps = static_cast<int64_t>(c.target_layer_ids.size());
-  // z-lab checkpoints name weights from the model root; some exports add "model.".
-  const std::string base = store.contains("model.fc.weight") ? "model." : "";
 
   // fc: [H, taps*H] over the concatenated tap features. Split by input columns so that
   // fc(concat(h_0..h_k)) = sum_j h_j fc_j^T needs no concatenation at run time.

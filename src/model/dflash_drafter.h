@@ -40,7 +40,8 @@ class DFlashDrafter {
  public:
   // Loads DIR/config.json + safetensors; refuses a drafter that does not fit `target`.
   static std::unique_ptr<DFlashDrafter> load(const std::filesystem::path& draft_dir,
-                                             const Model& target);
+                                             const Model& target,
+                                             LoadFormat format = LoadFormat::kSafetensors);
 
   const DraftConfig& config() const { return config_; }
   // Target decoder layers whose outputs Model::forward must capture, in fc order.
@@ -66,7 +67,7 @@ class DFlashDrafter {
 
   DFlashDrafter(DraftConfig config, const Model& target)
       : config_(std::move(config)), target_(target), backend_(target.backend()) {}
-  void load_weights(const std::filesystem::path& draft_dir);
+  void load_weights(CheckpointReader& reader, const std::string& base);
   // K/V of `x` ([n, H]) through layer's k/v projections, k_norm and RoPE, written at slots.
   void write_kv(const Layer& layer, const Tensor& x, const std::vector<int32_t>& positions,
                 const std::vector<int32_t>& slots, KvCache& cache) const;

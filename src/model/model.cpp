@@ -41,17 +41,24 @@ size_t ModelCache::state_slot_bytes(const ModelConfig& c) {
   return per_layer * c.num_linear_attention_layers();
 }
 
-std::unique_ptr<Model> Model::load(const std::filesystem::path& model_dir, Backend& backend) {
+std::unique_ptr<Model> Model::load(const std::filesystem::path& model_dir, Backend& backend,
+                                   LoadFormat format) {
   ModelConfig config = load_model_config(model_dir);
   std::unique_ptr<Model> model(new Model(std::move(config), backend));
-  model->load_weights(model_dir);
-  log_info("loaded ", model->config_.summary());
+  if (format == LoadFormat::kDummy) {
+    CheckpointReader reader = CheckpointReader::dummy(backend);
+    model->load_weights(reader);
+  } else {
+    WeightStore store = WeightStore::open(model_dir);
+    CheckpointReader reader(store, backend);
+    model->load_weights(reader);
+  }
+  log_info("loaded ", model->config_.summary(),
+           format == LoadFormat::kDummy ? " (dummy random weights)" : "");
   return model;
 }
 
-void Model::load_weights(const std::filesystem::path& model_dir) {
-  WeightStore store = WeightStore::open(model_dir);
-  CheckpointReader reader(store, backend_);
+void Model::load_weights(CheckpointReader& reader) {
   const ModelConfig& c = config_;
   const std::string base = c.nested ? "model.language_model." : "model.";
   const int64_t hidden = c.hidden_size;

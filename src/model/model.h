@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/checkpoint_reader.h"
 #include "model/config.h"
 #include "model/layers.h"
 
@@ -40,7 +41,9 @@ struct ForwardOutput {
 class Model {
  public:
   // Loads config.json, generation_config.json and the safetensors weights of `model_dir`.
-  static std::unique_ptr<Model> load(const std::filesystem::path& model_dir, Backend& backend);
+  // kDummy: config.json only, random weights (benchmarking real shapes).
+  static std::unique_ptr<Model> load(const std::filesystem::path& model_dir, Backend& backend,
+                                     LoadFormat format = LoadFormat::kSafetensors);
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() const { return backend_; }
@@ -65,7 +68,7 @@ class Model {
   };
 
   Model(ModelConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}
-  void load_weights(const std::filesystem::path& model_dir);
+  void load_weights(CheckpointReader& reader);
 
   ModelConfig config_;
   Backend& backend_;
