@@ -201,6 +201,10 @@ std::vector<std::vector<int32_t>> Engine::propose_drafts(const StepPlan& plan) {
   const int32_t vocab = model_->config().vocab_size;
   size_t row = 0;
   for (size_t e = 0; e < plan.seqs.size(); ++e) {
+    if (draft_observer_ && plan.seqs[e].num_draft_tokens > 0)
+      draft_observer_(*plan.seqs[e].seq,
+                      std::span<const float>(logits.f32() + row * vocab,
+                                             static_cast<size_t>(plan.seqs[e].num_draft_tokens) * vocab));
     for (int32_t i = 0; i < plan.seqs[e].num_draft_tokens; ++i, ++row) {
       const float* r = logits.f32() + row * vocab;
       drafts[e].push_back(static_cast<int32_t>(std::max_element(r, r + vocab) - r));

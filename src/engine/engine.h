@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 
 #include "engine/engine_types.h"
 #include "engine/sampler.h"
@@ -73,6 +74,10 @@ class Engine {
   // path is unchanged, so what it commits stays exactly plain decoding's.
   using DraftOverride = std::function<void(const Sequence& seq, std::vector<int32_t>& draft)>;
   void set_draft_override(DraftOverride override) { draft_override_ = std::move(override); }
+  // Testing hook: sees the drafter's logits of every draft (k rows of vocab, host f32) before
+  // the override, e.g. to compare them with a reference implementation.
+  using DraftObserver = std::function<void(const Sequence& seq, std::span<const float> logits)>;
+  void set_draft_observer(DraftObserver observer) { draft_observer_ = std::move(observer); }
   bool speculative() const { return drafter_ != nullptr; }
 
   const ModelConfig& model_config() const { return model_->config(); }
@@ -127,6 +132,7 @@ class Engine {
   int64_t num_preemptions_ = 0;
   std::unique_ptr<DFlashDrafter> drafter_;
   DraftOverride draft_override_;
+  DraftObserver draft_observer_;
   DraftCache draft_cache_;
   SpecDecodeStats spec_stats_;
   SpecDecodeStats spec_stats_logged_;  // at the last log line
