@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "cli/bench_serve.h"
+#include "cli/bench_spec.h"
 #include "cli/commands.h"
 
 namespace bf::cli {
@@ -128,11 +129,13 @@ Command add_bench_serve(CLI::App* bench) {
 }  // namespace
 
 Command add_bench_command(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (bench serve: load-test a running server)");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (serve: load-test a running server; spec: DFlash step costs)");
   bench->require_subcommand(1);
   std::vector<std::pair<CLI::App*, Command>> subcommands;
   Command serve = add_bench_serve(bench);
   subcommands.emplace_back(bench->get_subcommands({}).back(), std::move(serve));
+  Command spec = add_bench_spec(bench);
+  subcommands.emplace_back(bench->get_subcommands({}).back(), std::move(spec));
   return [subcommands]() {
     for (const auto& [sub, command] : subcommands)
       if (sub->parsed()) return command();

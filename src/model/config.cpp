@@ -268,7 +268,9 @@ json read_json_file(const std::filesystem::path& path) {
 }
 
 ModelConfig load_model_config(const std::filesystem::path& model_dir) {
-  auto config_path = model_dir / "config.json";
+  // A bare config file (bench/configs/*.json) describes shapes only: --load-format dummy.
+  const bool bare_file = std::filesystem::is_regular_file(model_dir);
+  auto config_path = bare_file ? model_dir : model_dir / "config.json";
   BF_CHECK(std::filesystem::exists(config_path), "model directory ", model_dir.string(),
            " has no config.json");
   ModelConfig config;
@@ -278,7 +280,7 @@ ModelConfig load_model_config(const std::filesystem::path& model_dir) {
     fail(config_path.string(), ": ", e.what());
   }
   auto generation_path = model_dir / "generation_config.json";
-  if (std::filesystem::exists(generation_path)) {
+  if (!bare_file && std::filesystem::exists(generation_path)) {
     std::vector<int32_t> ids;
     append_eos_ids(read_json_file(generation_path), ids);
     // generation_config.json is what HF generate() stops on; keep config.json's too.

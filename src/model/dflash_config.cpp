@@ -131,7 +131,8 @@ DraftConfig parse_draft_config(const json& config) {
 }
 
 DraftConfig load_draft_config(const std::filesystem::path& draft_dir) {
-  const std::filesystem::path path = draft_dir / "config.json";
+  const std::filesystem::path path =
+      std::filesystem::is_regular_file(draft_dir) ? draft_dir : draft_dir / "config.json";
   BF_CHECK(std::filesystem::exists(path), "speculative model: no config.json in ", draft_dir);
   return parse_draft_config(read_json_file(path));
 }
