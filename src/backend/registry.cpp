@@ -20,6 +20,7 @@ std::string LayerNeeds::describe() const {
     out << (causal ? " causal" : " non-causal");
     if (sliding_window) out << " sliding-window";
   }
+  if (f32) out << " f32";
   return out.str();
 }
 
@@ -62,6 +63,8 @@ std::string KernelRegistry::why_not(const KernelCaps& k, const DeviceCaps& devic
     why << "has no non-causal mode";
   } else if (needs.sliding_window && !k.sliding_window) {
     why << "has no sliding window";
+  } else if (needs.f32 && !k.f32) {
+    why << "has no f32 mode";
   } else {
     auto it = k.smem_bytes.find(needs.head_dim);
     const size_t smem = it == k.smem_bytes.end() ? 0 : it->second;
@@ -148,12 +151,25 @@ const KernelRegistry& builtin_kernel_registry() {
                      .smem_bytes = {{32, 1024}, {64, 1536}, {128, 2560}, {256, 4608}},
                      .split_kv = true,
                      .priority = 0});
+    r.add(KernelCaps{.name = "flash-mma",
+                     .family = KernelFamily::kAttention,
+                     .description = "FlashAttention-2-style mma.sync (bf16, sm_80+) for prefill "
+                                    "and verify tiles of 64 queries; rows of sequences with under "
+                                    "16 queries (decode) go to simt-paged's split-KV path",
+                     .min_cc = 80,
+                     .head_dims = {64, 128, 256},
+                     .smem_bytes = {{64, 27648}, {128, 52224}, {256, 67584}},
+                     .split_kv = true,
+                     .f32 = false,
+                     .specialized = true,
+                     .priority = 10});
     r.add(KernelCaps{.name = "gdn-recurrent",
                      .family = KernelFamily::kGatedDeltaNet,
                      .description = "recurrent gated delta rule, one thread per value column "
                                     "(state column in registers), snapshots for verify",
                      .min_cc = 70,
                      .head_dims = {16, 32, 64, 128},
+                     .smem_bytes = {},
                      .paged = false,
                      .priority = 0});
     return r;

@@ -37,6 +37,7 @@ struct KernelCaps {
   std::map<int, size_t> smem_bytes;
   bool paged = true, split_kv = false, causal = true, non_causal = true, sliding_window = true,
        verify = true;
+  bool f32 = true;                  // also runs with f32 storage (the exact checking mode)
   bool specialized = false;         // disabled by BLOCKFLASH_DISABLE_SPECIALIZED_KERNELS=1
   int priority = 0;                 // higher wins among the eligible
 };
@@ -47,6 +48,7 @@ struct LayerNeeds {
   int head_dim = 0;
   bool causal = true;
   bool sliding_window = false;
+  bool f32 = false;                 // f32 storage
   std::string describe() const;     // "head_dim=256 causal"
 };
 

@@ -1,16 +1,20 @@
 // The whole model on the GPU against Hugging Face transformers (float32) on the tiny goldens
 // (tests/goldens), and against itself: chunked prefill == one shot, batched == alone.
 //
-// Tolerance: 0.1 nats on teacher-forced logprobs (the CPU f32 path meets 2e-3). The GPU stores
-// every activation, the KV cache and the weights of rank >= 2 in bf16 (relative rounding up to
-// 2^-9 ≈ 0.2%) at ~10 rounding points per layer x 6 layers; the logits of these tiny random
-// models span several nats, so logit errors of a few 1e-2 are expected from rounding alone;
-// 0.1 leaves margin while still catching any real bug (a wrong mask, state or routing moves
-// logprobs by whole nats). Greedy tokens: identical unless the reference's top-2 gap is < 0.1.
-// GPU vs GPU comparisons (chunked, batched) use 0.05: the same bf16 ops, only GEMM shapes and
-// therefore cuBLASLt algorithms (summation orders) differ.
+// Two storage modes of the CUDA backend run the same kernels:
+//  - F32 (BLOCKFLASH_CUDA_DTYPE=f32 / CudaBackendOptions::dtype): the strict end-to-end check.
+//    Teacher-forced logprobs within 5e-3 of transformers (the CPU f32 path meets 2e-3; the GPU
+//    sums in other orders and uses __expf in attention), greedy tokens identical unless the
+//    reference's top-2 gap is under 5e-3, chunked == one-shot and batched == alone within 2e-3.
+//  - BF16 (serving): measured and printed, asserted only to be finite and, at position 0 of
+//    each prompt, within 0.5 nats. These tiny random checkpoints are chaotic under rounding:
+//    the CPU reference with every op output rounded to bf16 (a probe run on the CPU, same
+//    rounding points as this backend) is off from transformers by 0.04-0.15 nats at prompt
+//    length 1 and by up to 10-18 nats at lengths 64-300, so no tolerance on long prompts would
+//    separate bugs from rounding; the f32 mode is what proves the kernels right.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -26,28 +30,41 @@ namespace {
 namespace fs = std::filesystem;
 using test::TestRunner;
 
-constexpr double kLogprobTolerance = 0.1;
-constexpr double kSelfTolerance = 0.05;
+struct Mode {
+  DType dtype;
+  double logprob_tol, self_tol;
+  bool strict;
+};
+Mode mode_of(const std::string& dtype) {
+  return dtype == "f32" ? Mode{DType::kF32, 5e-3, 2e-3, true} : Mode{DType::kBF16, 0.5, 0.5, false};
+}
 
 fs::path goldens_dir() { return fs::path(BLOCKFLASH_TEST_DATA_DIR) / "goldens"; }
 
-std::vector<std::string> golden_cases() {
-  std::vector<std::string> cases;
-  for (const char* name : {"dense_flat", "dense_nested", "moe_flat", "moe_nested"})
-    if (fs::exists(goldens_dir() / name / "golden.json")) cases.push_back(name);
+using Param = std::tuple<std::string, std::string>;  // case, dtype
+
+std::vector<Param> golden_cases() {
+  std::vector<Param> cases;
+  for (const char* dtype : {"f32", "bf16"})
+    for (const char* name : {"dense_flat", "dense_nested", "moe_flat", "moe_nested"})
+      if (fs::exists(goldens_dir() / name / "golden.json")) cases.emplace_back(name, dtype);
   return cases;
 }
 
-class CudaGolden : public ::testing::TestWithParam<std::string> {
+class CudaGolden : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     if (!query_cuda_device(0).present) GTEST_SKIP() << "no CUDA device";
-    dir_ = goldens_dir() / GetParam();
+    name_ = std::get<0>(GetParam()) + "/" + std::get<1>(GetParam());
+    mode_ = mode_of(std::get<1>(GetParam()));
+    dir_ = goldens_dir() / std::get<0>(GetParam());
     std::ifstream in(dir_ / "golden.json");
     golden_ = nlohmann::json::parse(in);
-    backend_ = make_cuda_backend();
+    backend_ = make_cuda_backend(CudaBackendOptions{.dtype = mode_.dtype});
     model_ = Model::load(dir_, *backend_);
   }
+  std::string name_;
+  Mode mode_;
   std::vector<int32_t> ids(const nlohmann::json& prompt) const {
     return prompt["ids"].get<std::vector<int32_t>>();
   }
@@ -71,18 +88,22 @@ TEST_P(CudaGolden, TeacherForcedLogprobsMatchTransformers) {
     TestRunner runner(*model_, 1, static_cast<int32_t>(tokens.size()) + 64);
     auto rows = runner.run({{.seq = 0, .tokens = tokens, .all_logits = true}})[0];
     ASSERT_EQ(rows.size(), tokens.size());
-    double worst = 0;
+    double worst = 0, worst0 = 0;
     for (size_t pos = 0; pos < tokens.size(); ++pos) {
       std::vector<double> lp = test::log_softmax(rows[pos]);
       for (const auto& entry : prompt["teacher_forced"][pos]) {
         double diff = std::abs(lp[entry["id"].get<int32_t>()] - entry["logprob"].get<double>());
+        ASSERT_FALSE(std::isnan(diff)) << "position " << pos;
         worst = std::max(worst, diff);
-        ASSERT_LT(diff, kLogprobTolerance) << "prompt length " << tokens.size() << ", position "
-                                           << pos << ", token " << entry["id"];
+        if (pos == 0) worst0 = std::max(worst0, diff);
+        if (mode_.strict)
+          ASSERT_LT(diff, mode_.logprob_tol) << "prompt length " << tokens.size() << ", position "
+                                             << pos << ", token " << entry["id"];
       }
     }
-    std::printf("[golden %s] prompt length %zu: worst teacher-forced logprob diff %.5f\n",
-                GetParam().c_str(), tokens.size(), worst);
+    std::printf("[golden %s] prompt length %zu: worst teacher-forced logprob diff %.5f "
+                "(position 0: %.5f)\n", name_.c_str(), tokens.size(), worst, worst0);
+    EXPECT_LT(worst0, mode_.logprob_tol);
     RecordProperty("worst_logprob_diff_len" + std::to_string(tokens.size()), std::to_string(worst));
   }
 }
@@ -99,15 +120,16 @@ TEST_P(CudaGolden, GreedyContinuationMatchesTransformers) {
       int32_t token = test::argmax(logits);
       double gap = top2[step][0].get<double>() - top2[step][1].get<double>();
       if (token != expected[step].get<int32_t>()) {
-        ASSERT_LT(gap, kLogprobTolerance) << "greedy token " << step << " differs (" << token
-                                          << " vs " << expected[step] << "), top-2 gap " << gap;
+        if (mode_.strict)
+          ASSERT_LT(gap, mode_.logprob_tol) << "greedy token " << step << " differs (" << token
+                                            << " vs " << expected[step] << "), top-2 gap " << gap;
         break;
       }
       ++matched;
       logits = runner.run({{.seq = 0, .tokens = {token}}})[0].back();
     }
     std::printf("[golden %s] prompt length %zu: %zu/%zu greedy tokens identical\n",
-                GetParam().c_str(), tokens.size(), matched, expected.size());
+                name_.c_str(), tokens.size(), matched, expected.size());
   }
 }
 
@@ -129,8 +151,12 @@ TEST_P(CudaGolden, ChunkedPrefillEqualsOneShot) {
       begin += len;
     }
     ASSERT_EQ(got.size(), expected.size());
-    for (size_t r = 0; r < got.size(); ++r)
-      ASSERT_LT(max_logprob_diff(got[r], expected[r]), kSelfTolerance) << "row " << r;
+    double worst = 0;
+    for (size_t r = 0; r < got.size(); ++r) worst = std::max(worst, max_logprob_diff(got[r], expected[r]));
+    std::printf("[golden %s] chunked vs one-shot, prompt length %zu: worst logprob diff %.2e\n",
+                name_.c_str(), tokens.size(), worst);
+    if (mode_.strict) EXPECT_LT(worst, mode_.self_tol);
+    EXPECT_FALSE(std::isnan(worst));
   }
 }
 
@@ -151,14 +177,22 @@ TEST_P(CudaGolden, BatchedSequencesEqualEachAlone) {
     TestRunner alone(*model_, 1, max_len);
     auto single = alone.run({{.seq = 0, .tokens = prompts[s]}})[0].back();
     auto single_decode = alone.run({{.seq = 0, .tokens = {prompts[s][0]}}})[0].back();
-    EXPECT_LT(max_logprob_diff(together[s].back(), single), kSelfTolerance) << "sequence " << s;
-    EXPECT_LT(max_logprob_diff(together_decode[s].back(), single_decode), kSelfTolerance)
-        << "sequence " << s;
+    const double d1 = max_logprob_diff(together[s].back(), single);
+    const double d2 = max_logprob_diff(together_decode[s].back(), single_decode);
+    std::printf("[golden %s] batched vs alone, sequence %zu: prefill %.2e, decode %.2e\n",
+                name_.c_str(), s, d1, d2);
+    if (mode_.strict) {
+      EXPECT_LT(d1, mode_.self_tol) << "sequence " << s;
+      EXPECT_LT(d2, mode_.self_tol) << "sequence " << s;
+    }
+    EXPECT_FALSE(std::isnan(d1) || std::isnan(d2));
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Goldens, CudaGolden, ::testing::ValuesIn(golden_cases()),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                         });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaGolden);
 
 }  // namespace

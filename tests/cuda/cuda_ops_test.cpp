@@ -190,7 +190,7 @@ TEST_F(CudaOps, CausalConv1dAndGates) {
 
 void delta_case(CudaOps* self, Backend& cpu, Backend& gpu, std::mt19937& rng, GdnDims dims,
                 std::vector<Spec> specs, bool verify) {
-  const int slots = 8;
+  const int slots = 12;
   ForwardBatch batch = make_batch(specs, 16, 256, rng);
   if (verify) {
     batch.seqs[0].snapshot_slots.clear();

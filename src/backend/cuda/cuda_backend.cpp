@@ -9,6 +9,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -110,6 +111,34 @@ struct Context {
   void* workspace = nullptr;
   size_t workspace_size = size_t{32} << 20;
   DeviceCaps caps;
+  // Pinned staging ring for small host->device uploads (batch metadata, ids, positions):
+  // copies from pageable memory would synchronise the stream and stop the host running ahead.
+  uint8_t* ring = nullptr;
+  size_t ring_size = size_t{16} << 20, ring_head = 0;
+  cudaEvent_t ring_event = nullptr;
+  bool ring_event_pending = false;
+
+  // Copies `bytes` from host `src` to device `dst`, asynchronously in stream order.
+  void upload_async(void* dst, const void* src, size_t bytes) {
+    if (bytes == 0) return;
+    if (bytes > ring_size / 2) {  // large: plain synchronous copy
+      BF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+      BF_CUDA_CHECK(cudaStreamSynchronize(stream));
+      return;
+    }
+    const size_t need = (bytes + 255) / 256 * 256;
+    if (ring_head + need > ring_size) {
+      // Wrap: the copies out of the ring's start must be done before it is overwritten. The
+      // event was recorded at the previous wrap, so everything from before it is complete
+      // once it fires; to be safe against a full ring of copies since, wait for the stream.
+      BF_CUDA_CHECK(cudaStreamSynchronize(stream));
+      ring_head = 0;
+    }
+    uint8_t* slot = ring + ring_head;
+    ring_head += need;
+    std::memcpy(slot, src, bytes);
+    BF_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, stream));
+  }
 
   static Context& get() {
     static Context* ctx = [] {
@@ -120,6 +149,8 @@ struct Context {
       BF_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
       BF_CUBLAS_CHECK(cublasLtCreate(&c->lt));
       BF_CUDA_CHECK(cudaMalloc(&c->workspace, c->workspace_size));
+      BF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&c->ring), c->ring_size,
+                                  cudaHostAllocDefault));
       c->caps = query_cuda_device(c->device);
       return c;
     }();
@@ -179,8 +210,12 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaBackendOptions& options)
       : ctx_(Context::get()),
+        act_(options.dtype),
         selector_(builtin_kernel_registry(), ctx_.caps,
                   SelectOptions::from_env(options.attention_backend)) {
+    if (const char* e = std::getenv("BLOCKFLASH_CUDA_DTYPE"))
+      act_ = std::string(e) == "f32" ? DType::kF32 : DType::kBF16;
+    BF_CHECK(act_ == DType::kBF16 || act_ == DType::kF32, "cuda: dtype must be BF16 or F32");
     log_info("cuda: ", ctx_.caps.name, " (sm_", ctx_.caps.cc, ", ", ctx_.caps.num_sms, " SMs, ",
              ctx_.caps.total_memory >> 30, " GiB, ", ctx_.caps.smem_per_block / 1024,
              " KB shared memory per block)");
@@ -192,7 +227,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCUDA; }
-  DType activation_dtype() const override { return DType::kBF16; }
+  DType activation_dtype() const override { return act_; }
 
   Tensor alloc(Shape shape, DType dtype) {
     const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
@@ -203,7 +238,7 @@ class CudaBackend final : public Backend {
   Tensor upload(const Tensor& host) override {
     BF_CHECK(host.defined() && host.device() == Device::kCPU && host.dtype() == DType::kF32,
              "upload: expected a host F32 tensor");
-    const DType dtype = host.rank() <= 1 ? DType::kF32 : DType::kBF16;
+    const DType dtype = host.rank() <= 1 ? DType::kF32 : act_;
     Tensor t = alloc(host.shape(), dtype);
     if (dtype == DType::kF32) {
       BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), host.size_bytes(), cudaMemcpyHostToDevice,
@@ -244,9 +279,7 @@ class CudaBackend final : public Backend {
 
   Tensor upload_i32(const std::vector<int32_t>& values) {
     Tensor t = alloc({static_cast<int64_t>(values.size())}, DType::kI32);
-    if (!values.empty())
-      BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), values.data(), values.size() * 4,
-                                    cudaMemcpyHostToDevice, ctx_.stream));
+    ctx_.upload_async(t.raw(), values.data(), values.size() * 4);
     return t;
   }
 
@@ -268,19 +301,20 @@ class CudaBackend final : public Backend {
                      out.raw(), odt, ctx_.stream);
   }
 
-  const MatmulPlan& plan(int64_t m, int64_t n, int64_t k, cudaDataType_t out_type, int align_a,
-                         int align_b, int align_c) {
-    auto key = std::make_tuple(m, n, k, static_cast<int>(out_type), align_a, align_b, align_c);
+  const MatmulPlan* plan(int64_t m, int64_t n, int64_t k, cudaDataType_t in_type,
+                         cudaDataType_t out_type, int align_a, int align_b, int align_c) {
+    auto key = std::make_tuple(m, n, k, static_cast<int>(out_type) * 64 + static_cast<int>(in_type),
+                               align_a, align_b, align_c);
     auto it = plans_.find(key);
-    if (it != plans_.end()) return it->second;
+    if (it != plans_.end()) return it->second.desc ? &it->second : nullptr;
     MatmulPlan p;
     BF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     BF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     BF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
     // Column-major view: C[n_out, tokens] = W[k, n_out]ᵀ · X[k, tokens].
-    BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, k, n, k));
-    BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, k, m, k));
+    BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, in_type, k, n, k));
+    BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, in_type, k, m, k));
     BF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out_type, n, m, n));
     cublasLtMatmulPreference_t pref;
     BF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -293,21 +327,25 @@ class CudaBackend final : public Backend {
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, 4);
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    BF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx_.lt, p.desc, p.a, p.b, p.c, p.c, pref, 1,
-                                                   &result, &found));
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx_.lt, p.desc, p.a, p.b, p.c, p.c,
+                                                             pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
-    BF_CHECK(found > 0, "matmul: cuBLASLt has no algorithm for [", m, ", ", k, "] x [", n, ", ", k,
-             "]ᵀ");
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {  // the SIMT kernel takes this shape
+      cublasLtMatrixLayoutDestroy(p.a);
+      cublasLtMatrixLayoutDestroy(p.b);
+      cublasLtMatrixLayoutDestroy(p.c);
+      cublasLtMatmulDescDestroy(p.desc);
+      plans_.emplace(key, MatmulPlan{});
+      return nullptr;
+    }
     p.algo = result.algo;
-    return plans_.emplace(key, p).first->second;
+    return &plans_.emplace(key, p).first->second;
   }
 
   void gemm(const Tensor& x, const Tensor& w, Tensor& out) {
-    dt_of(x, "matmul", "x");
-    dt_of(w, "matmul", "w");
+    const int xdt = dt_of(x, "matmul", "x");
+    const int wdt = dt_of(w, "matmul", "w");
     const int odt = dt_of(out, "matmul", "out");
-    BF_CHECK(x.dtype() == DType::kBF16 && w.dtype() == DType::kBF16,
-             "matmul: x and w must be BF16 on CUDA");
     BF_CHECK(x.rank() == 2 && w.rank() == 2 && x.dim(1) == w.dim(1), "matmul: x ",
              shape_string(x.shape()), " and w ", shape_string(w.shape()), " do not match");
     const int64_t m = x.dim(0), n = w.dim(0), k = x.dim(1);
@@ -315,12 +353,20 @@ class CudaBackend final : public Backend {
              shape_string(out.shape()), ", expected [", m, ", ", n, "]");
     BF_CHECK(out.raw() != x.raw(), "matmul: out must not alias x");
     if (m == 0 || n == 0) return;
-    const MatmulPlan& p = plan(m, n, k, odt == kDtF32 ? CUDA_R_32F : CUDA_R_16BF,
-                               alignment_of(w.raw()), alignment_of(x.raw()),
-                               alignment_of(out.raw()));
+    // cuBLASLt for same-type inputs and outputs at least 8 wide; the SIMT kernel otherwise
+    // (the MoE shared-expert gate is [T, 1]) or where cuBLASLt has no algorithm.
+    const MatmulPlan* p = nullptr;
+    if (xdt == wdt && n >= 8 && k >= 8)
+      p = plan(m, n, k, xdt == kDtF32 ? CUDA_R_32F : CUDA_R_16BF,
+               odt == kDtF32 ? CUDA_R_32F : CUDA_R_16BF, alignment_of(w.raw()),
+               alignment_of(x.raw()), alignment_of(out.raw()));
+    if (p == nullptr) {
+      launch_matmul_simt(x.raw(), xdt, w.raw(), wdt, out.raw(), odt, m, n, k, ctx_.stream);
+      return;
+    }
     const float alpha = 1.0f, beta = 0.0f;
-    BF_CUBLAS_CHECK(cublasLtMatmul(ctx_.lt, p.desc, &alpha, w.raw(), p.a, x.raw(), p.b, &beta,
-                                   out.raw(), p.c, out.raw(), p.c, &p.algo, ctx_.workspace,
+    BF_CUBLAS_CHECK(cublasLtMatmul(ctx_.lt, p->desc, &alpha, w.raw(), p->a, x.raw(), p->b, &beta,
+                                   out.raw(), p->c, out.raw(), p->c, &p->algo, ctx_.workspace,
                                    ctx_.workspace_size, ctx_.stream));
   }
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override { gemm(x, w, out); }
@@ -378,8 +424,18 @@ class CudaBackend final : public Backend {
              " positions for ", x.dim(0), " tokens");
     BF_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= x.dim(2), "rope: rotary_dim ",
              rotary_dim, " must be even and in (0, head_dim=", x.dim(2), "]");
-    Tensor d_pos = upload_i32(positions);
-    launch_rope(x.raw(), dt, d_pos.i32(), x.dim(0), x.dim(1), x.dim(2), rotary_dim, theta,
+    // The model passes batch.positions: reuse the uploaded batch's copy when it is that.
+    const int32_t* d_positions = nullptr;
+    Tensor d_pos;
+    if (cached_batch_ != nullptr && positions.data() == cached_positions_ &&
+        static_cast<int64_t>(positions.size()) == cached_tokens_ &&
+        fnv(1469598103934665603ull, positions.data(), positions.size()) == cached_pos_hash_) {
+      d_positions = cached_dev_.positions;
+    } else {
+      d_pos = upload_i32(positions);
+      d_positions = d_pos.i32();
+    }
+    launch_rope(x.raw(), dt, d_positions, x.dim(0), x.dim(1), x.dim(2), rotary_dim, theta,
                 ctx_.stream);
   }
   void slice_columns(const Tensor& x, int64_t begin, Tensor& out) override {
@@ -463,6 +519,8 @@ class CudaBackend final : public Backend {
     d.max_kv_len = max_kv;
     d.any_snapshots = any_snap;
     cached_batch_ = &batch;
+    cached_positions_ = batch.positions.data();
+    cached_pos_hash_ = fnv(1469598103934665603ull, batch.positions.data(), batch.positions.size());
     cached_hash_ = h;
     cached_tokens_ = num_tokens;
     cached_dev_ = d;
@@ -547,10 +605,9 @@ class CudaBackend final : public Backend {
   // --- attention ---
   void check_cache(const KvCache& cache, const char* op) {
     dt_of(cache.k, op, "cache.k");
-    BF_CHECK(cache.k.dtype() == DType::kBF16 && cache.k.rank() == 4 &&
-                 cache.v.shape() == cache.k.shape() && cache.v.dtype() == DType::kBF16 &&
-                 cache.v.device() == Device::kCUDA,
-             op, ": cache K/V must be CUDA BF16 [num_blocks, block_size, Hkv, hd], got ",
+    BF_CHECK(cache.k.rank() == 4 && cache.v.shape() == cache.k.shape() &&
+                 cache.v.dtype() == cache.k.dtype() && cache.v.device() == Device::kCUDA,
+             op, ": cache K/V must be CUDA [num_blocks, block_size, Hkv, hd] of one dtype, got ",
              shape_string(cache.k.shape()));
   }
   void kv_write(const Tensor& k, const Tensor& v, const ForwardBatch& batch,
@@ -569,7 +626,7 @@ class CudaBackend final : public Backend {
     }
     const DeviceBatch& d = device_batch(batch, T, op);
     launch_kv_write(k.raw(), dt_of(k, op, "k"), v.raw(), dt_of(v, op, "v"), d, row, num_slots,
-                    cache.k.raw(), cache.v.raw(), kDtBF16, ctx_.stream);
+                    cache.k.raw(), cache.v.raw(), dt_of(cache.k, op, "cache.k"), ctx_.stream);
   }
   void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
                        const AttentionParams& params, Tensor& out) override {
@@ -577,8 +634,8 @@ class CudaBackend final : public Backend {
     check_cache(cache, op);
     const int64_t num_blocks = cache.k.dim(0), block_size = cache.k.dim(1);
     const int64_t hkv = cache.k.dim(2), hd = cache.k.dim(3);
-    BF_CHECK(q.dtype() == DType::kBF16 && out.dtype() == DType::kBF16, op,
-             ": q and out must be BF16 on CUDA");
+    BF_CHECK(q.dtype() == cache.k.dtype() && out.dtype() == cache.k.dtype(), op,
+             ": q, out and the cache must have one dtype on CUDA");
     dt_of(q, op, "q");
     dt_of(out, op, "out");
     BF_CHECK(q.rank() == 3 && q.dim(2) == hd && q.dim(1) % hkv == 0, op,
@@ -600,14 +657,16 @@ class CudaBackend final : public Backend {
     const KernelCaps& kernel = selector_.select(LayerNeeds{.family = KernelFamily::kAttention,
                                                            .head_dim = static_cast<int>(hd),
                                                            .causal = params.causal,
-                                                           .sliding_window = params.sliding_window > 0});
-    (void)kernel;  // one implementation today: simt-paged
+                                                           .sliding_window = params.sliding_window > 0,
+                                                           .f32 = act_ == DType::kF32});
+    const bool flash = kernel.name == "flash-mma";
     const DeviceBatch& d = device_batch(batch, T, op);
     AttnArgs a;
     a.q = q.raw();
     a.out = out.raw();
     a.k_cache = cache.k.raw();
     a.v_cache = cache.v.raw();
+    a.dt = dt_of(q, op, "q");
     a.hq = static_cast<int>(hq);
     a.hkv = static_cast<int>(hkv);
     a.hd = static_cast<int>(hd);
@@ -615,13 +674,35 @@ class CudaBackend final : public Backend {
     a.scale = params.scale;
     a.causal = params.causal;
     a.sliding_window = params.sliding_window;
+    int64_t simt_rows = T;
+    if (flash) {
+      // 64-query tiles of the sequences with many queries go to the mma kernel.
+      std::vector<int32_t> items;
+      simt_rows = 0;
+      for (size_t s = 0; s < batch.seqs.size(); ++s) {
+        const BatchSequence& seq = batch.seqs[s];
+        if (seq.query_len >= kFlashMinQueryLen) {
+          for (int32_t q0 = 0; q0 < seq.query_len; q0 += 64) {
+            items.push_back(static_cast<int32_t>(s));
+            items.push_back(q0);
+          }
+        } else {
+          simt_rows += seq.query_len;
+        }
+      }
+      Tensor d_items = upload_i32(items);
+      launch_attention_flash_mma(a, d, reinterpret_cast<const int2*>(d_items.raw()),
+                                 static_cast<int>(items.size() / 2), ctx_.stream);
+      a.simt_skip_query_len = kFlashMinQueryLen;
+      if (simt_rows == 0) return;
+    }
     // Split the keys when the grid would be too small to fill the GPU (long-context decode).
-    const int64_t work = T * hq;
+    const int64_t work = simt_rows * hq;
     const int sms = std::max(1, ctx_.caps.num_sms);
     int splits = 1;
     if (work < 2 * sms && d.max_kv_len > 512) {
       splits = static_cast<int>(std::min<int64_t>((d.max_kv_len + 255) / 256,
-                                                  std::max<int64_t>(1, 4 * sms / work)));
+                                                  std::max<int64_t>(1, 4 * sms / std::max<int64_t>(work, 1))));
       splits = std::min(splits, 128);
     }
     Tensor partial_o, partial_ml;
@@ -651,15 +732,14 @@ class CudaBackend final : public Backend {
     BF_CHECK(router.rank() == 2 && router.dim(1) == hidden, op, ": router must be [E, H]");
     const int64_t E = router.dim(0);
     BF_CHECK(gate_up.rank() == 3 && gate_up.dim(0) == E && gate_up.dim(2) == hidden &&
-                 gate_up.dim(1) % 2 == 0 && gate_up.dtype() == DType::kBF16,
-             op, ": gate_up must be BF16 [E, 2I, H], got ", shape_string(gate_up.shape()));
+                 gate_up.dim(1) % 2 == 0,
+             op, ": gate_up must be [E, 2I, H], got ", shape_string(gate_up.shape()));
     const int64_t inter = gate_up.dim(1) / 2;
-    BF_CHECK(down.rank() == 3 && down.dim(0) == E && down.dim(1) == hidden && down.dim(2) == inter &&
-                 down.dtype() == DType::kBF16,
-             op, ": down must be BF16 [E, H, I], got ", shape_string(down.shape()));
+    BF_CHECK(down.rank() == 3 && down.dim(0) == E && down.dim(1) == hidden && down.dim(2) == inter,
+             op, ": down must be [E, H, I], got ", shape_string(down.shape()));
+    const int gudt = dt_of(gate_up, op, "gate_up"), dndt = dt_of(down, op, "down");
     check_numel(out, x.numel(), op, "out");
     BF_CHECK(top_k >= 1 && top_k <= E, op, ": top_k ", top_k, " must be in [1, E=", E, "]");
-    BF_CHECK(xdt == kDtBF16, op, ": x must be BF16");
     if (T == 0) return;
     Tensor logits = alloc({T, E}, DType::kF32);
     gemm(x, router, logits);
@@ -671,20 +751,23 @@ class CudaBackend final : public Backend {
     Tensor act = alloc({std::min(T, chunk), top_k, inter}, DType::kF32);
     for (int64_t t0 = 0; t0 < T; t0 += chunk) {
       const int64_t n = std::min(chunk, T - t0);
-      const auto* xb = static_cast<const uint16_t*>(x.raw()) + t0 * hidden;
-      launch_moe_gate_up(xb, xdt, gate_up.raw(), n, hidden, inter, top_k, ids.i32() + t0 * top_k,
+      const auto* xb = static_cast<const uint8_t*>(x.raw()) + t0 * hidden * dtype_size(x.dtype());
+      launch_moe_gate_up(xb, xdt, gate_up.raw(), gudt, n, hidden, inter, top_k, ids.i32() + t0 * top_k,
                          act.f32(), ctx_.stream);
       void* ob = static_cast<uint8_t*>(out.raw()) + t0 * hidden * dtype_size(out.dtype());
-      launch_moe_down(act.f32(), down.raw(), n, hidden, inter, top_k, ids.i32() + t0 * top_k,
+      launch_moe_down(act.f32(), down.raw(), dndt, n, hidden, inter, top_k, ids.i32() + t0 * top_k,
                       weights.f32() + t0 * top_k, ob, odt, ctx_.stream);
     }
   }
 
  private:
   Context& ctx_;
+  DType act_;
   KernelSelector selector_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int, int, int>, MatmulPlan> plans_;
   const ForwardBatch* cached_batch_ = nullptr;
+  const int32_t* cached_positions_ = nullptr;
+  uint64_t cached_pos_hash_ = 0;
   uint64_t cached_hash_ = 0;
   int64_t cached_tokens_ = -1;
   DeviceBatch cached_dev_;

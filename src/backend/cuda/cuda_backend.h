@@ -14,6 +14,10 @@ namespace bf {
 struct CudaBackendOptions {
   int device = 0;
   std::string attention_backend;  // --attention-backend: "" / "auto" selects
+  // Storage of weights, activations and the KV cache: BF16 (serving) or F32 (an exact mode
+  // for checking the kernels end to end against f32 references). BLOCKFLASH_CUDA_DTYPE=f32
+  // overrides.
+  DType dtype = DType::kBF16;
 };
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaBackendOptions& options = {});

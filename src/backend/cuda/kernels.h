@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/cuda_common.h"
+
 namespace bf::cuda {
 
 // One sequence of a forward batch as the kernels see it.
@@ -71,27 +73,40 @@ void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const Dev
                      int64_t row, int64_t num_slots, void* cache_k, void* cache_v, int cache_dt,
                      cudaStream_t s);
 struct AttnArgs {
-  const void* q; void* out;       // bf16 [T, hq, hd]
-  const void* k_cache; const void* v_cache;  // bf16 [blocks, block_size, hkv, hd]
+  const void* q; void* out;       // [T, hq, hd]
+  const void* k_cache; const void* v_cache;  // [blocks, block_size, hkv, hd]
+  int dt = kDtBF16;               // element type of q, out and the cache (bf16 or f32)
   int hq, hkv, hd, block_size;
   float scale; bool causal; int sliding_window;
+  // SIMT kernel: skip rows of sequences with query_len >= this (the flash kernel takes them).
+  int simt_skip_query_len = 1 << 30;
   float* partial_o = nullptr;     // split-KV scratch [splits, T, hq, hd]
   float* partial_ml = nullptr;    // [splits, T, hq, 2]
   int num_splits = 1, split_len = 0;
 };
+// out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
+void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,
+                        int64_t m, int64_t n, int64_t k, cudaStream_t s);
 // Portable SIMT kernel (any sm): warps over keys, online softmax, optional split-KV.
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
+
+// FlashAttention-2-style mma.sync kernel (bf16, sm_80+) for sequences with many queries.
+// items: (sequence index, first query row) per 64-query tile.
+void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
+                                int num_items, cudaStream_t s);
+size_t flash_mma_smem_bytes(int head_dim);
+constexpr int kFlashMinQueryLen = 16;  // sequences with at least this many queries use it
 
 // --- MoE (kernels_moe.cu) ---
 // logits: f32 [T, E]. Writes top-k ids and renormalised weights [T, k].
 void launch_moe_route(const float* logits, int64_t tokens, int64_t experts, int top_k,
                       int32_t* ids, float* weights, cudaStream_t s);
 // act[t, k, :] = silu(gate_e x_t) * up_e x_t  (f32 [T, k, I])
-void launch_moe_gate_up(const void* x, int x_dt, const void* gate_up, int64_t tokens,
+void launch_moe_gate_up(const void* x, int x_dt, const void* gate_up, int w_dt, int64_t tokens,
                         int64_t hidden, int64_t inter, int top_k, const int32_t* ids, float* act,
                         cudaStream_t s);
 // out[t, :] = sum_k w_k down_e act[t, k]
-void launch_moe_down(const float* act, const void* down, int64_t tokens, int64_t hidden,
+void launch_moe_down(const float* act, const void* down, int w_dt, int64_t tokens, int64_t hidden,
                      int64_t inter, int top_k, const int32_t* ids, const float* weights,
                      void* out, int out_dt, cudaStream_t s);
 

@@ -5,6 +5,7 @@
 // kernel merges them (FlashDecoding). Covers causal, non-causal, sliding window, verify
 // blocks (causal inside the block) and chunked prefill over cached context.
 #include <cfloat>
+#include <type_traits>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/kernels.h"
@@ -25,16 +26,21 @@ __global__ void kv_write_kernel(const void* k, int k_dt, const void* v, int v_dt
 }
 
 constexpr int kWarps = 4;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 8;
 
-template <int HD>
-__device__ __forceinline__ void load_row(const __nv_bfloat16* p, float (&x)[HD / 32], int lane) {
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ void from_f(float v, __nv_bfloat16* p) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void from_f(float v, float* p) { *p = v; }
+
+template <int HD, typename T>
+__device__ __forceinline__ void load_row(const T* p, float (&x)[HD / 32], int lane) {
   constexpr int V = HD / 32;
 #pragma unroll
-  for (int e = 0; e < V; ++e) x[e] = __bfloat162float(p[lane * V + e]);
+  for (int e = 0; e < V; ++e) x[e] = to_f(p[lane * V + e]);
 }
 
-template <int HD>
+template <int HD, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_simt_kernel(AttnArgs a, DeviceBatch b) {
   constexpr int V = HD / 32;
@@ -48,6 +54,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   SeqInfo seq{};
   if (si >= 0) {
     seq = b.seqs[si];
+    if (seq.query_len >= a.simt_skip_query_len) return;  // the flash kernel's rows
     const int kv_len = seq.num_computed + seq.query_len;
     const int p = seq.num_computed + (t - seq.query_start);
     hi = a.causal ? p + 1 : kv_len;
@@ -58,13 +65,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     hi = min(hi, (split + 1) * a.split_len);
   }
   const int kvh = h / (a.hq / a.hkv);
-  const __nv_bfloat16* qp = static_cast<const __nv_bfloat16*>(a.q) + out_off;
+  const T* qp = static_cast<const T*>(a.q) + out_off;
   float q[V];
   load_row<HD>(qp, q, lane);
 #pragma unroll
   for (int e = 0; e < V; ++e) q[e] *= a.scale;
-  const __nv_bfloat16* kc = static_cast<const __nv_bfloat16*>(a.k_cache);
-  const __nv_bfloat16* vc = static_cast<const __nv_bfloat16*>(a.v_cache);
+  const T* kc = static_cast<const T*>(a.k_cache);
+  const T* vc = static_cast<const T*>(a.v_cache);
   const int32_t* table = b.block_tables + seq.table_offset;
   const int64_t pos_stride = static_cast<int64_t>(a.hkv) * HD;
 
@@ -72,17 +79,19 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
   for (int e = 0; e < V; ++e) acc[e] = 0.0f;
   for (int j0 = lo + warp * kUnroll; j0 < hi; j0 += kWarps * kUnroll) {
+    // Issue all K and V loads of the kUnroll keys before any reduction.
     float s[kUnroll];
-    int64_t off[kUnroll];
+    float vv[kUnroll][V];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int j = j0 + u;
       const int jj = j < hi ? j : lo;
       const int64_t slot =
           static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size;
-      off[u] = slot * pos_stride + static_cast<int64_t>(kvh) * HD;
+      const int64_t off = slot * pos_stride + static_cast<int64_t>(kvh) * HD;
       float k[V];
-      load_row<HD>(kc + off[u], k, lane);
+      load_row<HD>(kc + off, k, lane);
+      load_row<HD>(vc + off, vv[u], lane);
       float dot = 0.0f;
 #pragma unroll
       for (int e = 0; e < V; ++e) dot += q[e] * k[e];
@@ -100,13 +109,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int e = 0; e < V; ++e) acc[e] *= corr;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (j0 + u >= hi) continue;
-      const float pr = __expf(s[u] - m_new);
+      const float pr = j0 + u < hi ? __expf(s[u] - m_new) : 0.0f;
       l += pr;
-      float vv[V];
-      load_row<HD>(vc + off[u], vv, lane);
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] += pr * vv[e];
+      for (int e = 0; e < V; ++e) acc[e] += pr * vv[u][e];
     }
     m = m_new;
   }
@@ -128,7 +134,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (a.num_splits > 1) {
       a.partial_o[(static_cast<int64_t>(split) * b.num_tokens * a.hq) * HD + out_off + d] = o;
     } else {
-      static_cast<__nv_bfloat16*>(a.out)[out_off + d] = __float2bfloat16(o);
+      from_f(o, static_cast<T*>(a.out) + out_off + d);
     }
   }
   if (a.num_splits > 1 && threadIdx.x == 0) {
@@ -139,7 +145,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // out[t, h] = Σ_s e^{m_s − M} l_s o_s / Σ_s e^{m_s − M} l_s
-__global__ void attention_combine_kernel(AttnArgs a, int num_tokens) {
+__global__ void attention_combine_kernel(AttnArgs a, DeviceBatch b, int num_tokens) {
   const int t = blockIdx.x, h = blockIdx.y;
   const int64_t row = static_cast<int64_t>(t) * a.hq + h;
   const int64_t plane = static_cast<int64_t>(num_tokens) * a.hq;
@@ -152,6 +158,8 @@ __global__ void attention_combine_kernel(AttnArgs a, int num_tokens) {
     const float ls = a.partial_ml[(s * plane + row) * 2 + 1];
     if (ls > 0.0f) L += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M);
   }
+  const int si = b.token_seq[t];
+  if (si >= 0 && b.seqs[si].query_len >= a.simt_skip_query_len) return;
   for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
     float o = 0.0f;
     for (int s = 0; s < a.num_splits; ++s) {
@@ -160,7 +168,7 @@ __global__ void attention_combine_kernel(AttnArgs a, int num_tokens) {
         o += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M) *
              a.partial_o[(s * plane + row) * a.hd + d];
     }
-    static_cast<__nv_bfloat16*>(a.out)[row * a.hd + d] = __float2bfloat16(L > 0.0f ? o / L : 0.0f);
+    st(a.out, a.dt, row * a.hd + d, L > 0.0f ? o / L : 0.0f);
   }
 }
 
@@ -178,16 +186,23 @@ void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const Dev
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s) {
   if (b.num_tokens == 0) return;
   dim3 grid(b.num_tokens, a.hq, a.num_splits);
+  auto launch = [&](auto hd_tag) {
+    constexpr int HD = decltype(hd_tag)::value;
+    if (a.dt == kDtF32)
+      attention_simt_kernel<HD, float><<<grid, kWarps * 32, 0, s>>>(a, b);
+    else
+      attention_simt_kernel<HD, __nv_bfloat16><<<grid, kWarps * 32, 0, s>>>(a, b);
+  };
   switch (a.hd) {
-    case 32: attention_simt_kernel<32><<<grid, kWarps * 32, 0, s>>>(a, b); break;
-    case 64: attention_simt_kernel<64><<<grid, kWarps * 32, 0, s>>>(a, b); break;
-    case 128: attention_simt_kernel<128><<<grid, kWarps * 32, 0, s>>>(a, b); break;
-    case 256: attention_simt_kernel<256><<<grid, kWarps * 32, 0, s>>>(a, b); break;
+    case 32: launch(std::integral_constant<int, 32>{}); break;
+    case 64: launch(std::integral_constant<int, 64>{}); break;
+    case 128: launch(std::integral_constant<int, 128>{}); break;
+    case 256: launch(std::integral_constant<int, 256>{}); break;
     default: fail("paged_attention: head_dim ", a.hd, " not supported (32/64/128/256)");
   }
   BF_CUDA_LAUNCH_CHECK();
   if (a.num_splits > 1) {
-    attention_combine_kernel<<<dim3(b.num_tokens, a.hq), 128, 0, s>>>(a, b.num_tokens);
+    attention_combine_kernel<<<dim3(b.num_tokens, a.hq), 128, 0, s>>>(a, b, b.num_tokens);
     BF_CUDA_LAUNCH_CHECK();
   }
 }

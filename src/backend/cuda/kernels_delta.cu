@@ -16,13 +16,15 @@ __global__ void delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
   const int h = blockIdx.y;
   if (seq.query_len == 0) return;
   const int kh = h / (a.hv / a.hk);
-  const int j = threadIdx.x;
   const int dv = a.dv;
+  // Threads past dv (dv not a multiple of 32) only help with the reductions.
+  const bool col = threadIdx.x < dv;
+  const int j = col ? threadIdx.x : 0;
   const int64_t state_size = static_cast<int64_t>(DK) * dv;
   float* slot = a.state + (static_cast<int64_t>(seq.state_slot) * a.hv + h) * state_size;
   float S[DK];
 #pragma unroll
-  for (int i = 0; i < DK; ++i) S[i] = seq.num_computed > 0 ? slot[i * dv + j] : 0.0f;
+  for (int i = 0; i < DK; ++i) S[i] = seq.num_computed > 0 && col ? slot[i * dv + j] : 0.0f;
   const bool snapshots = seq.snapshot_offset >= 0;
   const float q_scale = rsqrtf(static_cast<float>(DK));
   for (int t = 0; t < seq.query_len; ++t) {
@@ -41,7 +43,7 @@ __global__ void delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
     const float k_norm = rsqrtf(block_sum(kk, scratch) + 1e-6f);
     const float decay = expf(ld(a.g, a.g_dt, row * a.hv + h));
     const float beta = ld(a.beta, a.beta_dt, row * a.hv + h);
-    const float v = ld(a.v, a.v_dt, (row * a.hv + h) * dv + j);
+    const float v = col ? ld(a.v, a.v_dt, (row * a.hv + h) * dv + j) : 0.0f;
     float kv_mem = 0.0f;
 #pragma unroll
     for (int i = 0; i < DK; ++i) {
@@ -55,15 +57,15 @@ __global__ void delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
       S[i] += ks[i] * k_norm * delta;
       o += S[i] * qs[i];
     }
-    st(a.out, a.out_dt, (row * a.hv + h) * dv + j, o * q_norm);
-    if (snapshots) {
+    if (col) st(a.out, a.out_dt, (row * a.hv + h) * dv + j, o * q_norm);
+    if (snapshots && col) {
       const int32_t snap = b.snapshots[seq.snapshot_offset + t];
       float* dst = a.state + (static_cast<int64_t>(snap) * a.hv + h) * state_size;
 #pragma unroll
       for (int i = 0; i < DK; ++i) dst[i * dv + j] = S[i];
     }
   }
-  if (!snapshots) {
+  if (!snapshots && col) {
 #pragma unroll
     for (int i = 0; i < DK; ++i) slot[i * dv + j] = S[i];
   }
@@ -72,15 +74,16 @@ __global__ void delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
 }  // namespace
 
 void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s) {
-  BF_CHECK(a.dv % 32 == 0 && a.dv <= 1024, "gated_delta_rule: v_head_dim ", a.dv,
-           " must be a multiple of 32 and at most 1024 on CUDA");
+  BF_CHECK(a.dv >= 1 && a.dv <= 1024, "gated_delta_rule: v_head_dim ", a.dv,
+           " must be at most 1024 on CUDA");
   if (b.num_seqs == 0) return;
   dim3 grid(b.num_seqs, a.hv);
+  const int threads = (a.dv + 31) / 32 * 32;
   switch (a.dk) {
-    case 16: delta_recurrent_kernel<16><<<grid, a.dv, 0, s>>>(a, b); break;
-    case 32: delta_recurrent_kernel<32><<<grid, a.dv, 0, s>>>(a, b); break;
-    case 64: delta_recurrent_kernel<64><<<grid, a.dv, 0, s>>>(a, b); break;
-    case 128: delta_recurrent_kernel<128><<<grid, a.dv, 0, s>>>(a, b); break;
+    case 16: delta_recurrent_kernel<16><<<grid, threads, 0, s>>>(a, b); break;
+    case 32: delta_recurrent_kernel<32><<<grid, threads, 0, s>>>(a, b); break;
+    case 64: delta_recurrent_kernel<64><<<grid, threads, 0, s>>>(a, b); break;
+    case 128: delta_recurrent_kernel<128><<<grid, threads, 0, s>>>(a, b); break;
     default: fail("gated_delta_rule: k_head_dim ", a.dk, " not supported on CUDA (16/32/64/128)");
   }
   BF_CUDA_LAUNCH_CHECK();

@@ -201,3 +201,27 @@ void launch_fill_uniform(void* p, int dt, int64_t n, float scale, uint64_t seed,
   BF_CUDA_LAUNCH_CHECK();
 }
 }  // namespace bf::cuda
+
+namespace bf::cuda {
+namespace {
+// 8 warps per block; warp -> out[r, c].
+__global__ void matmul_simt_kernel(const void* x, int x_dt, const void* w, int w_dt, void* out,
+                                   int out_dt, int64_t m, int64_t n, int64_t k) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (idx >= m * n) return;
+  const int64_t r = idx / n, c = idx % n;
+  float acc = 0.0f;
+  for (int64_t i = lane; i < k; i += 32) acc += ld(x, x_dt, r * k + i) * ld(w, w_dt, c * k + i);
+  acc = warp_sum<32>(acc);
+  if (lane == 0) st(out, out_dt, idx, acc);
+}
+}  // namespace
+
+void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,
+                        int64_t m, int64_t n, int64_t k, cudaStream_t s) {
+  if (m * n == 0) return;
+  matmul_simt_kernel<<<ceil_div(m * n, 8), 256, 0, s>>>(x, x_dt, w, w_dt, out, out_dt, m, n, k);
+  BF_CUDA_LAUNCH_CHECK();
+}
+}  // namespace bf::cuda

@@ -1,0 +1,331 @@
+// bench_cuda: GPU benchmarks of the CUDA backend, printed as table rows with their roofline.
+//   bench_cuda copy                       device-to-device copy bandwidth (the roofline's GB/s)
+//   bench_cuda attention                  paged attention prefill (4k/16k, hd 128/256) and
+//                                         split-KV decode (8k/32k) through the Backend API
+//   bench_cuda model CONFIG.json [B...]   decode steps at batch sizes B (context 1024) and a
+//                                         prefill of 2048 tokens, random weights on the GPU,
+//                                         the layers of src/model driven as Model::forward does
+// Times: median of N runs, each between device synchronisations (host clock).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "model/config.h"
+#include "model/layers.h"
+#include "model/model.h"
+
+using namespace bf;
+
+namespace {
+
+double median_ms(const std::function<void()>& fn, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cuda_synchronize();
+  std::vector<double> times;
+  for (int i = 0; i < iters; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    cuda_synchronize();
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t{2} << 30;
+  void *a = nullptr, *b = nullptr;
+  cudaMalloc(&a, bytes);
+  cudaMalloc(&b, bytes);
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(e0);
+    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= 2) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;  // read + write
+}
+
+void fill(Tensor& t, float scale, uint64_t& seed) { cuda_fill_uniform(t, scale, seed++); }
+
+ForwardBatch batch_for(const std::vector<std::pair<int32_t, int32_t>>& seqs /*computed, new*/,
+                       int32_t block_size, int32_t& blocks_used) {
+  ForwardBatch b;
+  int32_t next = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    auto [computed, len] = seqs[s];
+    BatchSequence seq;
+    seq.query_start = b.num_tokens();
+    seq.query_len = len;
+    seq.num_computed = computed;
+    seq.state_slot = static_cast<int32_t>(s);
+    const int32_t need = (computed + len + block_size - 1) / block_size;
+    for (int32_t i = 0; i < need; ++i) seq.block_table.push_back(next++);
+    for (int32_t i = 0; i < len; ++i) {
+      const int32_t p = computed + i;
+      b.token_ids.push_back(1 + (p % 1000));
+      b.positions.push_back(p);
+      b.slot_mapping.push_back(seq.block_table[p / block_size] * block_size + p % block_size);
+    }
+    b.logits_rows.push_back(seq.query_start + len - 1);
+    b.seqs.push_back(seq);
+  }
+  blocks_used = next;
+  return b;
+}
+
+int bench_attention(double bw) {
+  auto be = make_cuda_backend();
+  uint64_t seed = 1;
+  std::printf("| case | hq/hkv | hd | tokens | ctx | ms | TFLOP/s | GB/s | of copy roofline |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  struct Shape { int hq, hkv, hd; };
+  for (Shape s : {Shape{32, 8, 128}, Shape{24, 4, 256}}) {
+    for (int T : {4096, 16384}) {
+      int32_t blocks = 0;
+      ForwardBatch b = batch_for({{0, T}}, 16, blocks);
+      KvCache cache{be->empty({blocks, 16, s.hkv, s.hd}), be->empty({blocks, 16, s.hkv, s.hd})};
+      fill(cache.k, 1.0f, seed);
+      fill(cache.v, 1.0f, seed);
+      Tensor q = be->empty({T, s.hq, s.hd}), out = be->empty({T, s.hq, s.hd});
+      fill(q, 1.0f, seed);
+      AttentionParams p{.scale = 1.0f / std::sqrt(float(s.hd)), .causal = true};
+      double ms = median_ms([&] { be->paged_attention(q, cache, b, p, out); }, 1, 3);
+      double flops = 4.0 * s.hq * s.hd * (double(T) * (T + 1) / 2);
+      std::printf("| prefill causal | %d/%d | %d | %d | 0 | %.3f | %.1f | - | - |\n", s.hq, s.hkv,
+                  s.hd, T, ms, flops / (ms * 1e-3) / 1e12);
+    }
+    for (int ctx : {8192, 32768}) {
+      for (int B : {1, 16}) {
+        std::vector<std::pair<int32_t, int32_t>> seqs(B, {ctx - 1, 1});
+        int32_t blocks = 0;
+        ForwardBatch b = batch_for(seqs, 16, blocks);
+        KvCache cache{be->empty({blocks, 16, s.hkv, s.hd}), be->empty({blocks, 16, s.hkv, s.hd})};
+        fill(cache.k, 1.0f, seed);
+        fill(cache.v, 1.0f, seed);
+        Tensor q = be->empty({B, s.hq, s.hd}), out = be->empty({B, s.hq, s.hd});
+        fill(q, 1.0f, seed);
+        AttentionParams p{.scale = 1.0f / std::sqrt(float(s.hd)), .causal = true};
+        double ms = median_ms([&] { be->paged_attention(q, cache, b, p, out); }, 2, 10);
+        double bytes = double(B) * ctx * s.hkv * s.hd * 2 * 2;
+        double gbs = bytes / (ms * 1e-3) / 1e9;
+        std::printf("| decode split-KV B=%d | %d/%d | %d | %d | %d | %.3f | - | %.0f | %.0f%% |\n", B,
+                    s.hq, s.hkv, s.hd, B, ctx, ms, gbs, 100 * gbs / bw);
+      }
+    }
+  }
+  return 0;
+}
+
+// The layers of a Qwen3.5 model with random device weights.
+struct Stack {
+  ModelConfig c;
+  Tensor embed, lm_head, final_norm;
+  struct L {
+    LayerType type;
+    int32_t cache_index;
+    Tensor in_ln, post_ln;
+    GatedDeltaNet gdn;
+    GatedAttention attn;
+    FeedForward mlp;
+  };
+  std::vector<L> layers;
+  size_t weight_bytes = 0, active_bytes = 0;  // all weights; weights one decode token reads
+};
+
+Tensor weight(Backend& be, Stack& st, Shape shape, uint64_t& seed, bool active = true) {
+  Tensor t = be.empty(shape, shape.size() <= 1 ? DType::kF32 : DType::kBF16);
+  const float scale = shape.size() <= 1 ? 0.1f : 1.0f / std::sqrt(float(shape.back()));
+  fill(t, scale, seed);
+  st.weight_bytes += t.size_bytes();
+  if (active) st.active_bytes += t.size_bytes();
+  return t;
+}
+
+Stack build(Backend& be, const ModelConfig& c) {
+  Stack st;
+  st.c = c;
+  uint64_t seed = 7;
+  const int64_t H = c.hidden_size;
+  st.embed = weight(be, st, {c.vocab_size, H}, seed, false);
+  st.lm_head = weight(be, st, {c.vocab_size, H}, seed);
+  st.final_norm = weight(be, st, {H}, seed);
+  int32_t kv = 0, gdn = 0;
+  for (int32_t i = 0; i < c.num_hidden_layers; ++i) {
+    Stack::L l;
+    l.type = c.layer_types[i];
+    l.in_ln = weight(be, st, {H}, seed);
+    l.post_ln = weight(be, st, {H}, seed);
+    if (l.type == LayerType::kLinearAttention) {
+      l.cache_index = gdn++;
+      auto& g = l.gdn;
+      g.in_proj_qkv = weight(be, st, {c.linear_conv_dim(), H}, seed);
+      g.in_proj_z = weight(be, st, {c.linear_value_dim(), H}, seed);
+      g.in_proj_b = weight(be, st, {c.linear_num_value_heads, H}, seed);
+      g.in_proj_a = weight(be, st, {c.linear_num_value_heads, H}, seed);
+      g.conv1d = weight(be, st, {c.linear_conv_dim(), c.linear_conv_kernel_dim}, seed);
+      g.dt_bias = weight(be, st, {c.linear_num_value_heads}, seed);
+      g.A_log = weight(be, st, {c.linear_num_value_heads}, seed);
+      g.norm = weight(be, st, {c.linear_value_head_dim}, seed);
+      g.out_proj = weight(be, st, {H, c.linear_value_dim()}, seed);
+    } else {
+      l.cache_index = kv++;
+      auto& a = l.attn;
+      const int64_t hq = c.num_attention_heads, hkv = c.num_key_value_heads, hd = c.head_dim;
+      a.q_proj = weight(be, st, {hq * hd * 2, H}, seed);
+      a.k_proj = weight(be, st, {hkv * hd, H}, seed);
+      a.v_proj = weight(be, st, {hkv * hd, H}, seed);
+      a.o_proj = weight(be, st, {H, hq * hd}, seed);
+      a.q_norm = weight(be, st, {hd}, seed);
+      a.k_norm = weight(be, st, {hd}, seed);
+    }
+    auto& m = l.mlp;
+    m.is_moe = c.is_moe;
+    if (!c.is_moe) {
+      m.gate_proj = weight(be, st, {c.intermediate_size, H}, seed);
+      m.up_proj = weight(be, st, {c.intermediate_size, H}, seed);
+      m.down_proj = weight(be, st, {H, c.intermediate_size}, seed);
+    } else {
+      const int64_t E = c.num_experts, I = c.moe_intermediate_size;
+      m.router = weight(be, st, {E, H}, seed);
+      m.experts_gate_up = weight(be, st, {E, 2 * I, H}, seed, false);
+      m.experts_down = weight(be, st, {E, H, I}, seed, false);
+      st.active_bytes += (m.experts_gate_up.size_bytes() + m.experts_down.size_bytes()) /
+                         E * c.num_experts_per_tok;
+      m.has_shared_expert = c.shared_expert_intermediate_size > 0;
+      if (m.has_shared_expert) {
+        const int64_t S = c.shared_expert_intermediate_size;
+        m.gate_proj = weight(be, st, {S, H}, seed);
+        m.up_proj = weight(be, st, {S, H}, seed);
+        m.down_proj = weight(be, st, {H, S}, seed);
+        m.shared_expert_gate = weight(be, st, {1, H}, seed);
+      }
+    }
+    st.layers.push_back(std::move(l));
+  }
+  return st;
+}
+
+// Model::forward's layer loop (without copying logits to the host).
+void forward(Backend& be, const Stack& st, const ForwardBatch& batch, ModelCache& cache) {
+  const ModelConfig& c = st.c;
+  const int64_t T = batch.num_tokens();
+  Tensor residual = be.empty({T, c.hidden_size});
+  be.embedding(batch.token_ids, st.embed, residual);
+  Tensor normed = be.empty({T, c.hidden_size}), block_out = be.empty({T, c.hidden_size});
+  for (size_t i = 0; i < st.layers.size(); ++i) {
+    const auto& l = st.layers[i];
+    if (i == 0)
+      be.rms_norm(residual, l.in_ln, c.rms_norm_eps, true, normed);
+    else
+      be.add_rms_norm(residual, block_out, l.in_ln, c.rms_norm_eps, true, normed);
+    if (l.type == LayerType::kLinearAttention)
+      l.gdn.forward(be, c, normed, batch, cache.gdn[l.cache_index], block_out);
+    else
+      l.attn.forward(be, c, normed, batch, cache.kv[l.cache_index], block_out);
+    be.add_rms_norm(residual, block_out, l.post_ln, c.rms_norm_eps, true, normed);
+    l.mlp.forward(be, c, normed, block_out);
+  }
+  be.add_rms_norm(residual, block_out, st.final_norm, c.rms_norm_eps, true, normed);
+  const int64_t R = static_cast<int64_t>(batch.logits_rows.size());
+  Tensor selected = be.empty({R, c.hidden_size}), logits = be.empty({R, c.vocab_size});
+  be.embedding(batch.logits_rows, normed, selected);
+  be.matmul(selected, st.lm_head, logits);
+}
+
+int bench_model(const std::string& path, std::vector<int> batches, double bw) {
+  ModelConfig c = parse_model_config(read_json_file(path));
+  auto be = make_cuda_backend();
+  Stack st = build(*be, c);
+  cuda_synchronize();
+  std::printf("model %s: %.2f GB of weights, %.2f GB read per decode step (weights a token uses)\n",
+              path.c_str(), st.weight_bytes / 1e9, st.active_bytes / 1e9);
+  const int32_t ctx = 1024, block_size = 16;
+  const int32_t max_b = *std::max_element(batches.begin(), batches.end());
+  CacheSizes sizes{.num_blocks = max_b * ((ctx + 64) / block_size + 1) + 2048 / 16 + 8,
+                   .block_size = block_size, .num_state_slots = std::max(max_b, 1)};
+  ModelCache cache = ModelCache::allocate(*be, c, sizes);
+  uint64_t seed = 99;
+  for (auto& kv : cache.kv) { fill(kv.k, 1.0f, seed); fill(kv.v, 1.0f, seed); }
+  for (auto& g : cache.gdn) { fill(g.conv, 0.5f, seed); fill(g.recurrent, 0.05f, seed); }
+  const double state_bytes = double(ModelCache::state_slot_bytes(c));
+  std::printf("| step | tokens | ms | tokens/s | bytes/step GB | roofline ms | of roofline |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (int B : batches) {
+    std::vector<std::pair<int32_t, int32_t>> seqs(B, {ctx, 1});
+    int32_t used = 0;
+    ForwardBatch b = batch_for(seqs, block_size, used);
+    // Every step re-runs position ctx (the states advance; timing is what matters here).
+    double ms = median_ms([&] { forward(*be, st, b, cache); }, 2, 8);
+    // Bytes that must move: the weights a step uses (dense: all; MoE: routed experts of up to
+    // B*top_k distinct experts, counted as B*top_k capped at E), KV read, GDN state read+write.
+    double weights = st.active_bytes;
+    if (c.is_moe) {
+      double per_expert = 0;
+      for (auto& l : st.layers) per_expert += (l.mlp.experts_gate_up.size_bytes() + l.mlp.experts_down.size_bytes()) / double(c.num_experts);
+      double distinct = std::min<double>(c.num_experts, double(B) * c.num_experts_per_tok);
+      weights = st.active_bytes - per_expert * c.num_experts_per_tok + per_expert * distinct;
+    }
+    double kv_bytes = double(B) * ctx * ModelCache::kv_block_bytes(c, 1, 2);
+    double bytes = weights + kv_bytes + 2.0 * B * state_bytes;
+    double roof = bytes / (bw * 1e9) * 1e3;
+    std::printf("| decode B=%d | %d | %.2f | %.1f | %.2f | %.2f | %.0f%% |\n", B, B, ms, B / (ms * 1e-3),
+                bytes / 1e9, roof, 100 * roof / ms);
+  }
+  {
+    const int32_t T = 2048;
+    int32_t used = 0;
+    ForwardBatch b = batch_for({{0, T}}, block_size, used);
+    double ms = median_ms([&] { forward(*be, st, b, cache); }, 1, 3);
+    std::printf("| prefill 1x%d | %d | %.2f | %.0f | - | - | - |\n", T, T, ms, T / (ms * 1e-3));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: bench_cuda copy | attention | model CONFIG.json [B...]\n");
+    return 2;
+  }
+  try {
+    const std::string mode = argv[1];
+    const double bw = copy_bandwidth_gbs();
+    std::printf("device-to-device copy: %.0f GB/s (read + write)\n", bw);
+    if (mode == "copy") return 0;
+    if (mode == "attention") return bench_attention(bw);
+    if (mode == "model" && argc >= 3) {
+      std::vector<int> batches;
+      for (int i = 3; i < argc; ++i) batches.push_back(std::atoi(argv[i]));
+      if (batches.empty()) batches = {1, 8, 32};
+      return bench_model(argv[2], batches, bw);
+    }
+    std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# On the GPU box, from the repository root, with .gpu/bundle.tar.xz carried (tools/gpu_pack.sh):
+# the CUDA tests, compute-sanitizer (memcheck on the op tests, racecheck on a subset), the
+# benchmarks (kernels vs PyTorch SDPA, decode/prefill of Qwen3.5-27B and -35B-A3B shapes with
+# random weights), then a summary table. Logs archived to $OUT/gpu_logs.tgz (default
+# /tmp/gpu_check).
+# Usage: bash tools/gpu_check.sh [tests|sanitize|bench|all]...   (default: all)
+set -uo pipefail
+DEST=${OUT:-/tmp/gpu_check}
+OUT=/tmp/gpu_check_logs  # logs; at the end archived into $DEST/gpu_logs.tgz
+rm -rf "$OUT" && mkdir -p "$OUT" "$DEST"
+G=/tmp/bfgpu
+mkdir -p $G && tar -C $G -xJf .gpu/bundle.tar.xz
+export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export BLOCKFLASH_LOG_LEVEL=${BLOCKFLASH_LOG_LEVEL:-info}
+parts=${*:-all}
+has() { [[ " $parts " == *" all "* || " $parts " == *" $1 "* ]]; }
+declare -a summary
+note() { summary+=("$1"); echo "== $1"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/device.txt"
+$G/bin/blockflash env --model tests/goldens/moe_flat > "$OUT/env.txt" 2>&1; note "env rc=$?"
+
+if has tests; then
+  timeout 300 $G/bin/test_cuda --gtest_color=no > "$OUT/test_cuda.log" 2>&1
+  rc=$?
+  note "test_cuda rc=$rc: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_cuda.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED|Failure|golden' "$OUT/test_cuda.log" | head -40
+  BLOCKFLASH_DISABLE_SPECIALIZED_KERNELS=1 timeout 120 $G/bin/test_cuda --gtest_color=no \
+    --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_portable.log" 2>&1
+  note "attention tests, portable kernel only rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_portable.log" | tr '\n' ' ')"
+  timeout 60 $G/bin/test_backend --gtest_filter='Registry*' --gtest_color=no > "$OUT/test_registry.log" 2>&1
+  note "registry tests rc=$?"
+fi
+if has sanitize; then
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $G/bin/test_cuda \
+    --gtest_filter='CudaOps.*:-CudaOps.PagedAttentionDecodeLongContextSplitKv' --gtest_color=no \
+    > "$OUT/memcheck.log" 2>&1
+  note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
+  timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
+    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow' \
+    --gtest_color=no > "$OUT/racecheck.log" 2>&1
+  note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
+fi
+if has bench; then
+  timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention.md" 2>&1; note "bench attention rc=$?"
+  cat "$OUT/bench_attention.md"
+  PYTHONUNBUFFERED=1 timeout 120 python3 bench/sdpa_bench.py > "$OUT/bench_sdpa.md" 2>&1; note "sdpa rc=$?"
+  cat "$OUT/bench_sdpa.md"
+  for m in qwen3.5-27b qwen3.5-35b-a3b; do
+    timeout 200 $G/bin/bench_cuda model bench/configs/$m.json 1 8 32 > "$OUT/bench_$m.md" 2>&1
+    note "bench $m rc=$?"
+    grep -v '^INFO' "$OUT/bench_$m.md"
+  done
+fi
+echo
+echo "==== summary ===="
+printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
+# At most 8 files come back from a device call: everything in one archive, plus the summary.
+tar -C "$OUT" -czf "$DEST/gpu_logs.tgz" . && cp "$OUT/summary.txt" "$DEST/"
