@@ -10,15 +10,34 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <random>
 
 #include "engine/engine.h"
+
+#ifdef BLOCKFLASH_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "model/dflash_drafter.h"
 
 namespace bf {
 namespace {
+
+// The backend under test: the CPU reference, or CUDA with BLOCKFLASH_TEST_DEVICE=cuda (the
+// GPU script runs these tests that way, in f32 and bf16 storage: BLOCKFLASH_CUDA_DTYPE).
+std::unique_ptr<Backend> test_backend() {
+  const char* device = std::getenv("BLOCKFLASH_TEST_DEVICE");
+  if (device != nullptr && std::string(device) == "cuda") {
+#ifdef BLOCKFLASH_HAVE_CUDA
+    return make_cuda_backend();
+#else
+    throw std::runtime_error("BLOCKFLASH_TEST_DEVICE=cuda in a build without CUDA");
+#endif
+  }
+  return make_cpu_backend();
+}
 
 namespace fs = std::filesystem;
 
@@ -43,7 +62,7 @@ struct Output {
 std::unique_ptr<Engine> make_engine(const Pair& pair, bool speculative, EngineConfig config = {}) {
   static std::map<std::string, std::unique_ptr<Backend>> backends;
   auto& backend = backends[pair.target];
-  if (!backend) backend = make_cpu_backend();
+  if (!backend) backend = test_backend();
   auto model = Model::load(goldens() / pair.target, *backend);
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(goldens() / pair.target));
   std::unique_ptr<DFlashDrafter> drafter;
@@ -225,7 +244,7 @@ TEST(DFlashEngine, PreemptionUnderATightCacheStaysExact) {
   // Shrink the cache so that 8 concurrent sequences cannot all keep their blocks.
   EngineConfig tight = config;
   tight.max_num_seqs = 8;
-  auto backend = make_cpu_backend();
+  auto backend = test_backend();
   auto model = Model::load(goldens() / pair.target, *backend);
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(goldens() / pair.target));
   auto drafter = DFlashDrafter::load(goldens() / pair.drafter, *model);

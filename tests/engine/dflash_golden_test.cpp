@@ -6,16 +6,35 @@
 // default tap layers, a sliding-window layer (window 6) and a MoE target.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+
+#ifdef BLOCKFLASH_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "engine/logprobs.h"
 
 namespace bf {
 namespace {
+
+// The backend under test: the CPU reference, or CUDA with BLOCKFLASH_TEST_DEVICE=cuda (the
+// GPU script runs these tests that way, in f32 and bf16 storage: BLOCKFLASH_CUDA_DTYPE).
+std::unique_ptr<Backend> test_backend() {
+  const char* device = std::getenv("BLOCKFLASH_TEST_DEVICE");
+  if (device != nullptr && std::string(device) == "cuda") {
+#ifdef BLOCKFLASH_HAVE_CUDA
+    return make_cuda_backend();
+#else
+    throw std::runtime_error("BLOCKFLASH_TEST_DEVICE=cuda in a build without CUDA");
+#endif
+  }
+  return make_cpu_backend();
+}
 
 namespace fs = std::filesystem;
 
@@ -31,7 +50,7 @@ TEST_P(DFlashGolden, EngineReproducesTheReferenceLoop) {
   const std::string target = golden["target"];
   const int32_t block = golden["block_size"];
 
-  auto backend = make_cpu_backend();
+  auto backend = test_backend();
   auto model = Model::load(goldens() / target, *backend);
   const int32_t vocab = model->config().vocab_size;
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(goldens() / target));
