@@ -2,6 +2,9 @@
 // on the CPU; a device backend overrides them.
 #include <cmath>
 #include <cstring>
+#include <thread>
+#include <vector>
+#include <algorithm>
 
 #include "backend/backend.h"
 
@@ -22,16 +25,27 @@ void Backend::slice_columns(const Tensor& x, int64_t begin, Tensor& out) {
 Tensor Backend::random_weight(const Shape& shape, float scale, uint64_t seed) {
   Tensor host = Tensor::empty(shape);
   float* data = host.f32();
-  for (int64_t i = 0; i < host.numel(); ++i) {
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i);
-    x ^= x >> 30;  // splitmix64 finalizer
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    const double u = static_cast<double>(x >> 11) * (1.0 / 9007199254740992.0);  // [0, 1)
-    data[i] = static_cast<float>((2.0 * u - 1.0) * scale);
-  }
+  const int64_t n = host.numel();
+  // Element i is a hash of (seed, i), so the threads' split does not change the values.
+  auto fill = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      uint64_t x = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i);
+      x ^= x >> 30;  // splitmix64 finalizer
+      x *= 0xbf58476d1ce4e5b9ull;
+      x ^= x >> 27;
+      x *= 0x94d049bb133111ebull;
+      x ^= x >> 31;
+      const double u = static_cast<double>(x >> 11) * (1.0 / 9007199254740992.0);  // [0, 1)
+      data[i] = static_cast<float>((2.0 * u - 1.0) * scale);
+    }
+  };
+  const int64_t threads =
+      n < (1 << 20) ? 1 : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t)
+    pool.emplace_back(fill, n * t / threads, n * (t + 1) / threads);
+  fill(0, n / threads);
+  for (std::thread& thread : pool) thread.join();
   return upload(host);
 }
 
