@@ -1,5 +1,7 @@
 // bench_cuda: GPU benchmarks of the CUDA backend, printed as table rows with their roofline.
 //   bench_cuda copy                       device-to-device copy bandwidth (the roofline's GB/s)
+//   bench_cuda gemm                       decode-sized GEMMs: the gemv kernel vs cuBLASLt
+//   bench_cuda gdn                        the gated delta rule at Qwen3.5-27B head shapes
 //   bench_cuda attention                  paged attention prefill (4k/16k, hd 128/256) and
 //                                         split-KV decode (8k/32k) through the Backend API
 //   bench_cuda model CONFIG.json [B...]   decode steps at batch sizes B (context 1024) and a
@@ -7,6 +9,8 @@
 //                                         the layers of src/model driven as Model::forward does
 // Times: median of N runs, each between device synchronisations (host clock).
 #include <cuda_runtime.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <chrono>
@@ -134,6 +138,61 @@ int bench_attention(double bw) {
                     s.hq, s.hkv, s.hd, B, ctx, ms, gbs, 100 * gbs / bw);
       }
     }
+  }
+  return 0;
+}
+
+// Decode-sized GEMMs of Qwen3.5-27B: the gemv kernel vs cuBLASLt (BLOCKFLASH_GEMV pinned).
+int bench_gemm(double bw) {
+  setenv("BLOCKFLASH_GEMV", "always", 1);
+  auto gemv = make_cuda_backend();
+  setenv("BLOCKFLASH_GEMV", "never", 1);
+  auto lt = make_cuda_backend();
+  unsetenv("BLOCKFLASH_GEMV");
+  uint64_t seed = 3;
+  std::printf("| shape [M, K] x [N, K]^T | gemv us | gemv GB/s | cuBLASLt us | cuBLASLt GB/s | of copy roofline (best) |\n");
+  std::printf("|---|---|---|---|---|---|\n");
+  for (auto [n, k] : {std::pair{10240, 5120}, {17408, 5120}, {5120, 17408}, {248320, 5120}}) {
+    for (int m : {1, 4, 8}) {
+      Tensor w = gemv->empty({n, k}, DType::kBF16), x = gemv->empty({m, k}, DType::kBF16);
+      Tensor out = gemv->empty({m, n}, DType::kBF16);
+      fill(w, 0.05f, seed);
+      fill(x, 1.0f, seed);
+      double t_g = -1, t_l;
+      if (size_t(m) * k * 2 <= 200 * 1024) t_g = median_ms([&] { gemv->matmul(x, w, out); }, 3, 20);
+      t_l = median_ms([&] { lt->matmul(x, w, out); }, 3, 20);
+      double bytes = double(n) * k * 2 + double(m) * (k + n) * 2;
+      double best = t_g > 0 ? std::min(t_g, t_l) : t_l;
+      std::printf("| [%d, %d] x [%d, %d] | %s | %s | %.1f | %.0f | %.0f%% |\n", m, k, n, k,
+                  t_g > 0 ? std::to_string(int(t_g * 1e3)).c_str() : "-",
+                  t_g > 0 ? std::to_string(int(bytes / (t_g * 1e-3) / 1e9)).c_str() : "-", t_l * 1e3,
+                  bytes / (t_l * 1e-3) / 1e9, 100 * bytes / (best * 1e-3) / 1e9 / bw);
+    }
+  }
+  return 0;
+}
+
+// The gated delta rule alone at Qwen3.5-27B shapes (Hk 16, Hv 48, dk = dv = 128).
+int bench_gdn(double bw) {
+  auto be = make_cuda_backend();
+  uint64_t seed = 5;
+  GdnDims dims{.num_k_heads = 16, .num_v_heads = 48, .k_head_dim = 128, .v_head_dim = 128};
+  std::printf("| case | tokens | ms | tokens/s | state GB/s |\n|---|---|---|---|---|\n");
+  for (auto [B, L] : {std::pair{1, 4096}, {1, 1}, {32, 1}, {8, 16}}) {
+    std::vector<std::pair<int32_t, int32_t>> seqs(B, {L == 1 ? 100 : 0, L});
+    int32_t used = 0;
+    ForwardBatch b = batch_for(seqs, 16, used);
+    const int T = b.num_tokens();
+    Tensor q = be->empty({T, 16, 128}), k = be->empty({T, 16, 128}), v = be->empty({T, 48, 128});
+    Tensor g = be->empty({T, 48}), beta = be->empty({T, 48}), out = be->empty({T, 48, 128});
+    Tensor state = be->empty({B, 48, 128, 128}, DType::kF32);
+    for (Tensor* t : {&q, &k, &v, &state}) fill(*t, 0.5f, seed);
+    fill(g, 0.5f, seed);
+    fill(beta, 0.5f, seed);
+    double ms = median_ms([&] { be->gated_delta_rule(q, k, v, g, beta, dims, b, state, out); }, 1, 5);
+    double state_bytes = 2.0 * B * 48 * 128 * 128 * 4;
+    std::printf("| %s B=%d x %d | %d | %.3f | %.0f | %.0f |\n", L > 1 ? "prefill" : "decode", B, L, T,
+                ms, T / (ms * 1e-3), state_bytes / (ms * 1e-3) / 1e9);
   }
   return 0;
 }
@@ -307,7 +366,7 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_cuda copy | attention | model CONFIG.json [B...]\n");
+    std::fprintf(stderr, "usage: bench_cuda copy | attention | gemm | gdn | model CONFIG.json [B...]\n");
     return 2;
   }
   try {
@@ -316,6 +375,8 @@ int main(int argc, char** argv) {
     std::printf("device-to-device copy: %.0f GB/s (read + write)\n", bw);
     if (mode == "copy") return 0;
     if (mode == "attention") return bench_attention(bw);
+    if (mode == "gemm") return bench_gemm(bw);
+    if (mode == "gdn") return bench_gdn(bw);
     if (mode == "model" && argc >= 3) {
       std::vector<int> batches;
       for (int i = 3; i < argc; ++i) batches.push_back(std::atoi(argv[i]));

@@ -38,7 +38,7 @@ if has sanitize; then
     > "$OUT/memcheck.log" 2>&1
   note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
   timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
-    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow' \
+    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext' \
     --gtest_color=no > "$OUT/racecheck.log" 2>&1
   note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
 fi
@@ -47,6 +47,13 @@ if has bench; then
   cat "$OUT/bench_attention.md"
   PYTHONUNBUFFERED=1 timeout 120 python3 bench/sdpa_bench.py > "$OUT/bench_sdpa.md" 2>&1; note "sdpa rc=$?"
   cat "$OUT/bench_sdpa.md"
+  timeout 120 $G/bin/bench_cuda gemm > "$OUT/bench_gemm.md" 2>&1; note "bench gemm rc=$?"
+  grep -v '^INFO' "$OUT/bench_gemm.md"
+  timeout 120 $G/bin/bench_cuda gdn > "$OUT/bench_gdn.md" 2>&1; note "bench gdn rc=$?"
+  grep -v '^INFO' "$OUT/bench_gdn.md"
+  PYTHONUNBUFFERED=1 timeout 120 python3 bench/gdn_reference_bench.py > "$OUT/bench_gdn_ref.md" 2>&1
+  note "gdn reference rc=$?"
+  cat "$OUT/bench_gdn_ref.md"
   for m in qwen3.5-27b qwen3.5-35b-a3b; do
     timeout 200 $G/bin/bench_cuda model bench/configs/$m.json 1 8 32 > "$OUT/bench_$m.md" 2>&1
     note "bench $m rc=$?"

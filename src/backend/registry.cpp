@@ -144,11 +144,12 @@ const KernelRegistry& builtin_kernel_registry() {
     KernelRegistry r;
     r.add(KernelCaps{.name = "simt-paged",
                      .family = KernelFamily::kAttention,
-                     .description = "portable SIMT paged attention: warps over keys, online "
-                                    "softmax, split-KV with a combine kernel",
+                     .description = "portable SIMT paged attention: a block per (row, KV head, "
+                                    "split) serves up to 8 query heads, warps over keys, online "
+                                    "softmax, split-KV (FlashDecoding) with a combine kernel",
                      .min_cc = 70,
                      .head_dims = {32, 64, 128, 256},
-                     .smem_bytes = {{32, 1024}, {64, 1536}, {128, 2560}, {256, 4608}},
+                     .smem_bytes = {{32, 4352}, {64, 8448}, {128, 16640}, {256, 33024}},
                      .split_kv = true,
                      .priority = 0});
     r.add(KernelCaps{.name = "flash-mma",
@@ -158,7 +159,7 @@ const KernelRegistry& builtin_kernel_registry() {
                                     "16 queries (decode) go to simt-paged's split-KV path",
                      .min_cc = 80,
                      .head_dims = {64, 128, 256},
-                     .smem_bytes = {{64, 27648}, {128, 52224}, {256, 67584}},
+                     .smem_bytes = {{64, 46080}, {128, 87040}, {256, 101376}},
                      .split_kv = true,
                      .f32 = false,
                      .specialized = true,

@@ -55,6 +55,21 @@ TEST_F(CudaOps, Matmul) {
   }
 }
 
+TEST_F(CudaOps, MatmulSkinnyGemv) {
+  // Decode-sized GEMMs through the gemv kernel (pinned on), x in shared memory.
+  setenv("BLOCKFLASH_GEMV", "always", 1);
+  auto gpu = make_cuda_backend();
+  unsetenv("BLOCKFLASH_GEMV");
+  for (auto [m, n, k] : {std::tuple{1, 300, 512}, {3, 1024, 2048}, {8, 77, 64}, {5, 4096, 1024}}) {
+    Tensor x = rand_bf16({m, k}, rng_), w = rand_bf16({n, k}, rng_, -0.1f, 0.1f);
+    Tensor want = Tensor::empty({m, n});
+    cpu_->matmul(x, w, want);
+    Tensor got = poisoned(*gpu, {m, n});
+    gpu->matmul(to_device(*gpu, x), gpu->upload(w), got);
+    EXPECT_TRUE(close(gpu->to_host(got), want, 1e-2)) << m << "x" << n << "x" << k;
+  }
+}
+
 TEST_F(CudaOps, Norms) {
   const int rows = 37, dim = 320;
   Tensor x = rand_bf16({rows, dim}, rng_, -3, 3), w = rand_bf16({dim}, rng_);
@@ -283,7 +298,9 @@ TEST_F(CudaOps, PagedAttentionVerifyNonCausalWindow) {
 }
 
 TEST_F(CudaOps, MoeExperts) {
-  for (auto [T, E, k, H, I] : {std::tuple{5, 8, 2, 64, 32}, {40, 16, 4, 128, 96}, {1, 64, 8, 256, 64}}) {
+  // Few tokens: the GEMV path; 64 or more: the grouped (sorted rows, per-expert GEMM) path.
+  for (auto [T, E, k, H, I] : {std::tuple{5, 8, 2, 64, 32}, {40, 16, 4, 128, 96},
+                               {1, 64, 8, 256, 64}, {300, 16, 4, 128, 96}, {64, 8, 2, 64, 32}}) {
     Tensor x = rand_bf16({T, H}, rng_), router = rand_bf16({E, H}, rng_);
     Tensor gu = rand_bf16({E, 2 * I, H}, rng_, -0.2f, 0.2f), dn = rand_bf16({E, H, I}, rng_, -0.2f, 0.2f);
     Tensor want = Tensor::empty({T, H});

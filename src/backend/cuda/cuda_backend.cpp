@@ -11,6 +11,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -216,6 +218,9 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_CUDA_DTYPE"))
       act_ = std::string(e) == "f32" ? DType::kF32 : DType::kBF16;
     BF_CHECK(act_ == DType::kBF16 || act_ == DType::kF32, "cuda: dtype must be BF16 or F32");
+    // BLOCKFLASH_GEMV=always|never pins the decode GEMM choice (tests); default: timed per shape.
+    if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
+      gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     log_info("cuda: ", ctx_.caps.name, " (sm_", ctx_.caps.cc, ", ", ctx_.caps.num_sms, " SMs, ",
              ctx_.caps.total_memory >> 30, " GiB, ", ctx_.caps.smem_per_block / 1024,
              " KB shared memory per block)");
@@ -251,6 +256,14 @@ class CudaBackend final : public Backend {
                                     cudaMemcpyHostToDevice, ctx_.stream));
       BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // staged dies here
     }
+    return t;
+  }
+  // --load-format dummy: generated in place on the device (a 27B model's host f32 copy and
+  // its bf16 conversion would take minutes). Vectors stay f32, as upload() keeps them.
+  Tensor random_weight(const Shape& shape, float scale, uint64_t seed) override {
+    Tensor t = alloc(shape, shape.size() <= 1 ? DType::kF32 : act_);
+    launch_fill_uniform(t.raw(), dt_of(t, "random_weight", "weight"), t.numel(), scale, seed,
+                        ctx_.stream);
     return t;
   }
   Tensor empty(Shape shape, DType dtype) override { return alloc(std::move(shape), dtype); }
@@ -364,12 +377,56 @@ class CudaBackend final : public Backend {
       launch_matmul_simt(x.raw(), xdt, w.raw(), wdt, out.raw(), odt, m, n, k, ctx_.stream);
       return;
     }
-    const float alpha = 1.0f, beta = 0.0f;
-    BF_CUBLAS_CHECK(cublasLtMatmul(ctx_.lt, p->desc, &alpha, w.raw(), p->a, x.raw(), p->b, &beta,
-                                   out.raw(), p->c, out.raw(), p->c, &p->algo, ctx_.workspace,
-                                   ctx_.workspace_size, ctx_.stream));
+    auto run_lt = [&] {
+      const float alpha = 1.0f, beta = 0.0f;
+      BF_CUBLAS_CHECK(cublasLtMatmul(ctx_.lt, p->desc, &alpha, w.raw(), p->a, x.raw(), p->b, &beta,
+                                     out.raw(), p->c, out.raw(), p->c, &p->algo, ctx_.workspace,
+                                     ctx_.workspace_size, ctx_.stream));
+    };
+    // Decode-sized GEMMs: the skinny kernel where it beats cuBLASLt (timed once per shape).
+    if (xdt == kDtBF16 && wdt == kDtBF16 &&
+        gemv_supported(m, k, x.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block))) {
+      auto run_gemv = [&] { launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, ctx_.stream); };
+      const auto key = std::make_tuple(m, n, k, odt);
+      auto it = gemv_choice_.find(key);
+      if (it == gemv_choice_.end() && gemv_mode_ != 0) {
+        it = gemv_choice_.emplace(key, gemv_mode_ > 0).first;
+      } else if (it == gemv_choice_.end()) {
+        const float t_gemv = time_ms(run_gemv), t_lt = time_ms(run_lt);
+        it = gemv_choice_.emplace(key, t_gemv < t_lt).first;
+        log_debug("matmul [", m, ", ", k, "] x [", n, ", ", k, "]^T: gemv ", t_gemv * 1e3,
+                  " us, cuBLASLt ", t_lt * 1e3, " us -> ", t_gemv < t_lt ? "gemv" : "cuBLASLt");
+      }
+      if (it->second) {
+        run_gemv();
+        return;
+      }
+    }
+    run_lt();
   }
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override { gemm(x, w, out); }
+
+  // Median of 5 timed runs (after one warm-up), in ms, with events on the stream.
+  float time_ms(const std::function<void()>& fn) {
+    cudaEvent_t e0, e1;
+    BF_CUDA_CHECK(cudaEventCreate(&e0));
+    BF_CUDA_CHECK(cudaEventCreate(&e1));
+    fn();
+    std::vector<float> times;
+    for (int i = 0; i < 5; ++i) {
+      BF_CUDA_CHECK(cudaEventRecord(e0, ctx_.stream));
+      fn();
+      BF_CUDA_CHECK(cudaEventRecord(e1, ctx_.stream));
+      BF_CUDA_CHECK(cudaEventSynchronize(e1));
+      float t = 0;
+      BF_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+      times.push_back(t);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::sort(times.begin(), times.end());
+    return times[2];
+  }
 
   void check_norm(const Tensor& x, const Tensor& w, const Tensor& out, const char* op) {
     dt_of(x, op, "x");
@@ -697,7 +754,7 @@ class CudaBackend final : public Backend {
       if (simt_rows == 0) return;
     }
     // Split the keys when the grid would be too small to fill the GPU (long-context decode).
-    const int64_t work = simt_rows * hq;
+    const int64_t work = simt_rows * hkv * ((hq / hkv + 7) / 8);  // blocks before splitting
     const int sms = std::max(1, ctx_.caps.num_sms);
     int splits = 1;
     if (work < 2 * sms && d.max_kv_len > 512) {
@@ -723,6 +780,55 @@ class CudaBackend final : public Backend {
   }
 
   // --- MoE ---
+  static constexpr int64_t kMoeGroupedMinTokens = 64;
+
+  // Many tokens: sort (token, k) pairs by expert on the host (one sync for the routing), gather
+  // the rows, and run each expert's two projections as cuBLASLt GEMMs over its rows.
+  void moe_grouped(const Tensor& x, const Tensor& gate_up, const Tensor& down, const Tensor& ids,
+                   const Tensor& weights, int64_t T, int64_t hidden, int64_t E, int64_t inter,
+                   int top_k, Tensor& out) {
+    const int64_t N = T * top_k;
+    std::vector<int32_t> host_ids(N);
+    BF_CUDA_CHECK(cudaMemcpyAsync(host_ids.data(), ids.raw(), N * 4, cudaMemcpyDeviceToHost,
+                                  ctx_.stream));
+    BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    std::vector<int64_t> count(E + 1, 0), offset(E + 1, 0);
+    for (int32_t e : host_ids) {
+      BF_CHECK(e >= 0 && e < E, "moe: routed to expert ", e);
+      ++count[e];
+    }
+    for (int64_t e = 0; e < E; ++e) offset[e + 1] = offset[e] + count[e];
+    std::vector<int32_t> meta(2 * N);  // [gather row per sorted row | sorted row per pair]
+    std::vector<int64_t> fill(offset.begin(), offset.end() - 1);
+    for (int64_t pair = 0; pair < N; ++pair) {
+      const int64_t row = fill[host_ids[pair]]++;
+      meta[row] = static_cast<int32_t>(pair / top_k);
+      meta[N + pair] = static_cast<int32_t>(row);
+    }
+    Tensor d_meta = upload_i32(meta);
+    const DType dt = x.dtype();
+    Tensor xs = alloc({N, hidden}, dt), gu = alloc({N, 2 * inter}, dt);
+    Tensor act = alloc({N, inter}, dt), ys = alloc({N, hidden}, dt);
+    launch_embedding(d_meta.i32(), N, x.raw(), dt_of(x, "", ""), T, hidden, xs.raw(),
+                     dt_of(xs, "", ""), ctx_.stream);
+    for (int64_t e = 0; e < E; ++e) {
+      if (count[e] == 0) continue;
+      Tensor rows_in = xs.rows(offset[e], count[e]);
+      Tensor rows_gu = gu.rows(offset[e], count[e]);
+      gemm(rows_in, gate_up.rows(e, 1).reshape({2 * inter, hidden}), rows_gu);
+    }
+    launch_swiglu_packed(gu.raw(), dt_of(gu, "", ""), N, inter, act.raw(), dt_of(act, "", ""),
+                         ctx_.stream);
+    for (int64_t e = 0; e < E; ++e) {
+      if (count[e] == 0) continue;
+      Tensor rows_act = act.rows(offset[e], count[e]);
+      Tensor rows_y = ys.rows(offset[e], count[e]);
+      gemm(rows_act, down.rows(e, 1).reshape({hidden, inter}), rows_y);
+    }
+    launch_moe_combine(ys.raw(), dt_of(ys, "", ""), d_meta.i32() + N, weights.f32(), T, hidden,
+                       top_k, out.raw(), dt_of(out, "", ""), ctx_.stream);
+  }
+
   void moe_experts(const Tensor& x, const Tensor& router, const Tensor& gate_up,
                    const Tensor& down, int32_t top_k, Tensor& out) override {
     const char* op = "moe_experts";
@@ -746,6 +852,10 @@ class CudaBackend final : public Backend {
     Tensor ids = alloc({T, top_k}, DType::kI32);
     Tensor weights = alloc({T, top_k}, DType::kF32);
     launch_moe_route(logits.f32(), T, E, top_k, ids.i32(), weights.f32(), ctx_.stream);
+    if (T >= kMoeGroupedMinTokens) {
+      moe_grouped(x, gate_up, down, ids, weights, T, hidden, E, inter, top_k, out);
+      return;
+    }
     // Chunks of tokens keep the grid's y extent (T * top_k) under 65535.
     const int64_t chunk = std::max<int64_t>(1, 32768 / top_k);
     Tensor act = alloc({std::min(T, chunk), top_k, inter}, DType::kF32);
@@ -765,6 +875,8 @@ class CudaBackend final : public Backend {
   DType act_;
   KernelSelector selector_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int, int, int>, MatmulPlan> plans_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int>, bool> gemv_choice_;  // true: gemv wins
+  int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
   const ForwardBatch* cached_batch_ = nullptr;
   const int32_t* cached_positions_ = nullptr;
   uint64_t cached_pos_hash_ = 0;

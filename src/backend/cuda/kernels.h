@@ -87,6 +87,11 @@ struct AttnArgs {
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,
                         int64_t m, int64_t n, int64_t k, cudaStream_t s);
+// Skinny bf16 GEMM for m <= 8 (kernels_gemv.cu); x and w 16-byte aligned, k % 8 == 0, x in
+// shared memory (m * k * 2 <= max_smem bytes).
+bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w, int max_smem);
+void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
+                 int64_t k, cudaStream_t s);
 // Portable SIMT kernel (any sm): warps over keys, online softmax, optional split-KV.
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
 
@@ -109,6 +114,13 @@ void launch_moe_gate_up(const void* x, int x_dt, const void* gate_up, int w_dt, 
 void launch_moe_down(const float* act, const void* down, int w_dt, int64_t tokens, int64_t hidden,
                      int64_t inter, int top_k, const int32_t* ids, const float* weights,
                      void* out, int out_dt, cudaStream_t s);
+
+// Grouped MoE helpers: act[r, :] = silu(gu[r, :I]) * gu[r, I:]; out[t] = Σ_k w · y[pos[t, k]].
+void launch_swiglu_packed(const void* gu, int gu_dt, int64_t rows, int64_t inter, void* act,
+                          int act_dt, cudaStream_t s);
+void launch_moe_combine(const void* y, int y_dt, const int32_t* pos, const float* w,
+                        int64_t tokens, int64_t hidden, int top_k, void* out, int out_dt,
+                        cudaStream_t s);
 
 }  // namespace bf::cuda
 

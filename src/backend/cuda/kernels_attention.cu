@@ -26,7 +26,7 @@ __global__ void kv_write_kernel(const void* k, int k_dt, const void* v, int v_dt
 }
 
 constexpr int kWarps = 4;
-constexpr int kUnroll = 8;
+constexpr int kUnroll = 2;
 
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f(float x) { return x; }
@@ -40,16 +40,23 @@ __device__ __forceinline__ void load_row(const T* p, float (&x)[HD / 32], int la
   for (int e = 0; e < V; ++e) x[e] = to_f(p[lane * V + e]);
 }
 
+// Up to kMaxG query heads of one KV head per block: each K/V row is read once for all of them.
+constexpr int kMaxG = 8;
+
 template <int HD, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_simt_kernel(AttnArgs a, DeviceBatch b) {
   constexpr int V = HD / 32;
-  __shared__ float sm_m[kWarps], sm_l[kWarps];
-  __shared__ float sm_acc[kWarps][HD];
-  const int t = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
+  __shared__ float sm_m[kWarps][kMaxG], sm_l[kWarps][kMaxG];
+  __shared__ float sm_acc[kWarps][kMaxG][HD];
+  const int t = blockIdx.x, split = blockIdx.z;
+  const int group = a.hq / a.hkv;
+  const int chunks = (group + kMaxG - 1) / kMaxG;
+  const int kvh = blockIdx.y / chunks;
+  const int h0 = kvh * group + (blockIdx.y % chunks) * kMaxG;
+  const int G = min(kMaxG, kvh * group + group - h0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int si = b.token_seq[t];
-  const int64_t out_off = (static_cast<int64_t>(t) * a.hq + h) * HD;
   int lo = 0, hi = 0;
   SeqInfo seq{};
   if (si >= 0) {
@@ -64,83 +71,104 @@ __global__ void __launch_bounds__(kWarps * 32)
     lo = max(lo, split * a.split_len);
     hi = min(hi, (split + 1) * a.split_len);
   }
-  const int kvh = h / (a.hq / a.hkv);
-  const T* qp = static_cast<const T*>(a.q) + out_off;
-  float q[V];
-  load_row<HD>(qp, q, lane);
+  float q[kMaxG][V];
 #pragma unroll
-  for (int e = 0; e < V; ++e) q[e] *= a.scale;
+  for (int g = 0; g < kMaxG; ++g) {
+    if (g < G) {
+      load_row<HD>(static_cast<const T*>(a.q) + (static_cast<int64_t>(t) * a.hq + h0 + g) * HD, q[g], lane);
+#pragma unroll
+      for (int e = 0; e < V; ++e) q[g][e] *= a.scale;
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e) q[g][e] = 0.0f;
+    }
+  }
   const T* kc = static_cast<const T*>(a.k_cache);
   const T* vc = static_cast<const T*>(a.v_cache);
   const int32_t* table = b.block_tables + seq.table_offset;
   const int64_t pos_stride = static_cast<int64_t>(a.hkv) * HD;
 
-  float m = -FLT_MAX, l = 0.0f, acc[V];
+  float m[kMaxG], l[kMaxG], acc[kMaxG][V];
 #pragma unroll
-  for (int e = 0; e < V; ++e) acc[e] = 0.0f;
+  for (int g = 0; g < kMaxG; ++g) {
+    m[g] = -FLT_MAX;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[g][e] = 0.0f;
+  }
   for (int j0 = lo + warp * kUnroll; j0 < hi; j0 += kWarps * kUnroll) {
-    // Issue all K and V loads of the kUnroll keys before any reduction.
-    float s[kUnroll];
-    float vv[kUnroll][V];
+    float kk[kUnroll][V], vv[kUnroll][V];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {  // all loads first
       const int j = j0 + u;
       const int jj = j < hi ? j : lo;
       const int64_t slot =
           static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size;
       const int64_t off = slot * pos_stride + static_cast<int64_t>(kvh) * HD;
-      float k[V];
-      load_row<HD>(kc + off, k, lane);
+      load_row<HD>(kc + off, kk[u], lane);
       load_row<HD>(vc + off, vv[u], lane);
-      float dot = 0.0f;
-#pragma unroll
-      for (int e = 0; e < V; ++e) dot += q[e] * k[e];
-      s[u] = dot;
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) s[u] = warp_sum<32>(s[u]);
-    float m_new = m;
+    for (int g = 0; g < kMaxG; ++g) {
+      if (g >= G) continue;
+      float sc[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (j0 + u < hi) m_new = fmaxf(m_new, s[u]);
-    const float corr = __expf(m - m_new);
-    l *= corr;
+      for (int u = 0; u < kUnroll; ++u) {
+        float dot = 0.0f;
 #pragma unroll
-    for (int e = 0; e < V; ++e) acc[e] *= corr;
+        for (int e = 0; e < V; ++e) dot += q[g][e] * kk[u][e];
+        sc[u] = warp_sum<32>(dot);
+      }
+      float m_new = m[g];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const float pr = j0 + u < hi ? __expf(s[u] - m_new) : 0.0f;
-      l += pr;
+      for (int u = 0; u < kUnroll; ++u)
+        if (j0 + u < hi) m_new = fmaxf(m_new, sc[u]);
+      const float corr = __expf(m[g] - m_new);
+      l[g] *= corr;
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] += pr * vv[u][e];
+      for (int e = 0; e < V; ++e) acc[g][e] *= corr;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const float pr = j0 + u < hi ? __expf(sc[u] - m_new) : 0.0f;
+        l[g] += pr;
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[g][e] += pr * vv[u][e];
+      }
+      m[g] = m_new;
     }
-    m = m_new;
-  }
-  if (lane == 0) {
-    sm_m[warp] = m;
-    sm_l[warp] = l;
   }
 #pragma unroll
-  for (int e = 0; e < V; ++e) sm_acc[warp][lane * V + e] = acc[e];
+  for (int g = 0; g < kMaxG; ++g) {
+    if (g >= G) continue;
+    if (lane == 0) {
+      sm_m[warp][g] = m[g];
+      sm_l[warp][g] = l[g];
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) sm_acc[warp][g][lane * V + e] = acc[g][e];
+  }
   __syncthreads();
-  float M = -FLT_MAX;
-  for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sm_m[w]);
-  float L = 0.0f;
-  for (int w = 0; w < kWarps; ++w) L += sm_l[w] * __expf(sm_m[w] - M);
-  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-    float o = 0.0f;
-    for (int w = 0; w < kWarps; ++w) o += sm_acc[w][d] * __expf(sm_m[w] - M);
-    o = L > 0.0f ? o / L : 0.0f;
-    if (a.num_splits > 1) {
-      a.partial_o[(static_cast<int64_t>(split) * b.num_tokens * a.hq) * HD + out_off + d] = o;
-    } else {
-      from_f(o, static_cast<T*>(a.out) + out_off + d);
+  for (int g = 0; g < G; ++g) {
+    float M = -FLT_MAX;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sm_m[w][g]);
+    float L = 0.0f;
+    for (int w = 0; w < kWarps; ++w) L += sm_l[w][g] * __expf(sm_m[w][g] - M);
+    const int64_t out_off = (static_cast<int64_t>(t) * a.hq + h0 + g) * HD;
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+      float o = 0.0f;
+      for (int w = 0; w < kWarps; ++w) o += sm_acc[w][g][d] * __expf(sm_m[w][g] - M);
+      o = L > 0.0f ? o / L : 0.0f;
+      if (a.num_splits > 1) {
+        a.partial_o[(static_cast<int64_t>(split) * b.num_tokens * a.hq) * HD + out_off + d] = o;
+      } else {
+        from_f(o, static_cast<T*>(a.out) + out_off + d);
+      }
     }
-  }
-  if (a.num_splits > 1 && threadIdx.x == 0) {
-    const int64_t ml = (static_cast<int64_t>(split) * b.num_tokens * a.hq + t * a.hq + h) * 2;
-    a.partial_ml[ml] = L > 0.0f ? M : -FLT_MAX;
-    a.partial_ml[ml + 1] = L;
+    if (a.num_splits > 1 && threadIdx.x == 0) {
+      const int64_t ml = (static_cast<int64_t>(split) * b.num_tokens * a.hq + t * a.hq + h0 + g) * 2;
+      a.partial_ml[ml] = L > 0.0f ? M : -FLT_MAX;
+      a.partial_ml[ml + 1] = L;
+    }
   }
 }
 
@@ -185,7 +213,8 @@ void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const Dev
 
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s) {
   if (b.num_tokens == 0) return;
-  dim3 grid(b.num_tokens, a.hq, a.num_splits);
+  const int group = a.hq / a.hkv;
+  dim3 grid(b.num_tokens, a.hkv * ((group + kMaxG - 1) / kMaxG), a.num_splits);
   auto launch = [&](auto hd_tag) {
     constexpr int HD = decltype(hd_tag)::value;
     if (a.dt == kDtF32)

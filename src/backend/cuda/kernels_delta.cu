@@ -1,25 +1,32 @@
-// The gated delta rule, recurrent form (research/qwen35.md §2.3), one block per
-// (sequence, value head) and one thread per value column j holding S[:, j] (dk floats) in
-// registers: S = e^g S; δ = β (v − Sᵀk); S += k δᵀ; o = Sᵀq. q and k are L2-normalised
-// (rsqrt(Σx² + 1e-6)), q scaled by dk^-1/2. Verify mode writes S after each token to its
-// snapshot slot (the initial state is read first, so the state slot may be listed).
+// The gated delta rule, recurrent form (research/qwen35.md §2.3): S = e^g S; δ = β (v − Sᵀk);
+// S += k δᵀ; o = Sᵀq, with q and k L2-normalised (rsqrt(Σx² + 1e-6)) and q scaled by dk^-1/2.
+// The value columns of S are independent given q, k, g, β: one warp per (sequence, value head,
+// 32 columns), each lane holding its column S[:, j] (dk floats) in registers; q/k of the next
+// token are loaded while the current one is computed; reductions are warp shuffles, so no
+// block barriers on the per-token path. Verify mode writes S after each token to its snapshot
+// slot (the initial state is read first, so the state slot may be listed).
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/kernels.h"
 
 namespace bf::cuda {
 namespace {
 
+constexpr int kWarpsPerBlock = 4;
+
 template <int DK>
-__global__ void delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
-  __shared__ float qs[DK], ks[DK], scratch[32];
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
+  constexpr int KPL = (DK + 31) / 32;  // q/k elements per lane
+  __shared__ float qk_s[kWarpsPerBlock][2][DK];
   const SeqInfo seq = b.seqs[blockIdx.x];
   const int h = blockIdx.y;
-  if (seq.query_len == 0) return;
-  const int kh = h / (a.hv / a.hk);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int dv = a.dv;
-  // Threads past dv (dv not a multiple of 32) only help with the reductions.
-  const bool col = threadIdx.x < dv;
-  const int j = col ? threadIdx.x : 0;
+  const int j_raw = (blockIdx.z * kWarpsPerBlock + warp) * 32 + lane;
+  if (seq.query_len == 0 || (blockIdx.z * kWarpsPerBlock + warp) * 32 >= dv) return;
+  const bool col = j_raw < dv;
+  const int j = col ? j_raw : 0;
+  const int kh = h / (a.hv / a.hk);
   const int64_t state_size = static_cast<int64_t>(DK) * dv;
   float* slot = a.state + (static_cast<int64_t>(seq.state_slot) * a.hv + h) * state_size;
   float S[DK];
@@ -27,37 +34,62 @@ __global__ void delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
   for (int i = 0; i < DK; ++i) S[i] = seq.num_computed > 0 && col ? slot[i * dv + j] : 0.0f;
   const bool snapshots = seq.snapshot_offset >= 0;
   const float q_scale = rsqrtf(static_cast<float>(DK));
+  float* qs = qk_s[warp][0];
+  float* ks = qk_s[warp][1];
+
+  // Registers of the next token (prefetched).
+  float nq[KPL], nk[KPL], nv, ng, nb;
+  auto fetch = [&](int64_t row) {
+#pragma unroll
+    for (int e = 0; e < KPL; ++e) {
+      const int i = lane + 32 * e;
+      nq[e] = i < DK ? ld(a.q, a.q_dt, (row * a.hk + kh) * DK + i) : 0.0f;
+      nk[e] = i < DK ? ld(a.k, a.k_dt, (row * a.hk + kh) * DK + i) : 0.0f;
+    }
+    nv = col ? ld(a.v, a.v_dt, (row * a.hv + h) * dv + j) : 0.0f;
+    ng = ld(a.g, a.g_dt, row * a.hv + h);
+    nb = ld(a.beta, a.beta_dt, row * a.hv + h);
+  };
+  fetch(seq.query_start);
   for (int t = 0; t < seq.query_len; ++t) {
     const int64_t row = seq.query_start + t;
-    float qq = 0.0f, kk = 0.0f;
-    __syncthreads();  // previous token's reads of qs/ks are done
-    for (int i = threadIdx.x; i < DK; i += blockDim.x) {
-      const float qv = ld(a.q, a.q_dt, (row * a.hk + kh) * DK + i);
-      const float kv = ld(a.k, a.k_dt, (row * a.hk + kh) * DK + i);
-      qs[i] = qv;
-      ks[i] = kv;
-      qq += qv * qv;
-      kk += kv * kv;
+    float qq = 0.0f, kk = 0.0f, kq = 0.0f;
+    __syncwarp();  // the previous token's reads of qs/ks are done
+#pragma unroll
+    for (int e = 0; e < KPL; ++e) {
+      const int i = lane + 32 * e;
+      if (i < DK) {
+        qs[i] = nq[e];
+        ks[i] = nk[e];
+      }
+      qq += nq[e] * nq[e];
+      kk += nk[e] * nk[e];
+      kq += nk[e] * nq[e];
     }
-    const float q_norm = rsqrtf(block_sum(qq, scratch) + 1e-6f) * q_scale;
-    const float k_norm = rsqrtf(block_sum(kk, scratch) + 1e-6f);
-    const float decay = expf(ld(a.g, a.g_dt, row * a.hv + h));
-    const float beta = ld(a.beta, a.beta_dt, row * a.hv + h);
-    const float v = col ? ld(a.v, a.v_dt, (row * a.hv + h) * dv + j) : 0.0f;
-    float kv_mem = 0.0f;
+    const float v = nv, decay = expf(ng), beta = nb;
+    if (t + 1 < seq.query_len) fetch(row + 1);  // in flight while this token computes
+    qq = warp_sum<32>(qq);
+    kk = warp_sum<32>(kk);
+    kq = warp_sum<32>(kq);
+    __syncwarp();
+    const float q_norm = rsqrtf(qq + 1e-6f) * q_scale;
+    const float k_norm = rsqrtf(kk + 1e-6f);
+    // With S' = e^g S: kv = S'ᵀk, sq = S'ᵀq; then S'' = S' + k δ and o = S''ᵀq = sq + δ (k·q),
+    // so one pass reads q and k and the update pass reads k again (re-read from shared memory
+    // rather than held in registers next to S).
+    float kv_mem = 0.0f, sq = 0.0f;
 #pragma unroll
     for (int i = 0; i < DK; ++i) {
       S[i] *= decay;
       kv_mem += S[i] * ks[i];
+      sq += S[i] * qs[i];
     }
-    const float delta = (v - kv_mem * k_norm) * beta;
-    float o = 0.0f;
+    const float delta = (v - kv_mem * k_norm) * beta * k_norm;  // applied to the raw k
+    const volatile float* ks_again = ks;
 #pragma unroll
-    for (int i = 0; i < DK; ++i) {
-      S[i] += ks[i] * k_norm * delta;
-      o += S[i] * qs[i];
-    }
-    if (col) st(a.out, a.out_dt, (row * a.hv + h) * dv + j, o * q_norm);
+    for (int i = 0; i < DK; ++i) S[i] += ks_again[i] * delta;
+    const float o = (sq + delta * kq) * q_norm;
+    if (col) st(a.out, a.out_dt, (row * a.hv + h) * dv + j, o);
     if (snapshots && col) {
       const int32_t snap = b.snapshots[seq.snapshot_offset + t];
       float* dst = a.state + (static_cast<int64_t>(snap) * a.hv + h) * state_size;
@@ -74,11 +106,11 @@ __global__ void delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
 }  // namespace
 
 void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s) {
-  BF_CHECK(a.dv >= 1 && a.dv <= 1024, "gated_delta_rule: v_head_dim ", a.dv,
-           " must be at most 1024 on CUDA");
+  BF_CHECK(a.dv >= 1, "gated_delta_rule: bad v_head_dim ", a.dv);
   if (b.num_seqs == 0) return;
-  dim3 grid(b.num_seqs, a.hv);
-  const int threads = (a.dv + 31) / 32 * 32;
+  const int col_groups = (a.dv + 31) / 32;
+  dim3 grid(b.num_seqs, a.hv, (col_groups + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const int threads = kWarpsPerBlock * 32;
   switch (a.dk) {
     case 16: delta_recurrent_kernel<16><<<grid, threads, 0, s>>>(a, b); break;
     case 32: delta_recurrent_kernel<32><<<grid, threads, 0, s>>>(a, b); break;

@@ -4,9 +4,9 @@
 // gathered through the block table into shared memory with cp.async; S = Q Kᵀ and O += P V on
 // the tensor cores, P kept in registers (the accumulator layout of S is the A layout of P V);
 // online softmax in f32 with exp2. Masks: causal (absolute positions, so chunked prefill over
-// cached context and verify blocks work), non-causal, sliding window. Shared memory per block:
-// (64 + 2 BN) x (D + 8) x 2 bytes: D=64 27 KB, D=128 51 KB, D=256 (BN 32) 66 KB: under the
-// 99 KB of sm_12x.
+// cached context and verify blocks work), non-causal, sliding window. Shared memory per block
+// (Q + double-buffered K and V): (64 + 4 BN) x (D + 8) x 2 bytes: D=64 45 KB, D=128 85 KB,
+// D=256 (BN 32) 99 KB: within the 99 KB (101376 bytes) of sm_12x.
 #include <cfloat>
 #include <cstdint>
 
@@ -58,8 +58,8 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
   constexpr int LD = D + 8;  // padded row (halves)
   extern __shared__ __align__(16) uint8_t smem_raw[];
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sK = sQ + kBM * LD;
-  __nv_bfloat16* sV = sK + BN * LD;
+  __nv_bfloat16* sKbuf = sQ + kBM * LD;        // [2][BN][LD]
+  __nv_bfloat16* sVbuf = sKbuf + 2 * BN * LD;  // [2][BN][LD]
 
   const int2 item = items[blockIdx.x];  // (sequence, first query row of the tile)
   const int h = blockIdx.y;
@@ -99,8 +99,11 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
 
-  for (int kv0 = kv_begin; kv0 < kv_end; kv0 += BN) {
-    __syncthreads();  // the previous tile's K/V reads are done
+  // K/V tile loads through the block table (keys past kv_len zero-filled), double-buffered:
+  // tile i+1 streams in (cp.async) while tile i is on the tensor cores.
+  auto load_kv = [&](int kv0, int buf) {
+    __nv_bfloat16* sK = sKbuf + buf * BN * LD;
+    __nv_bfloat16* sV = sVbuf + buf * BN * LD;
     for (int c = tid; c < BN * CH; c += 128) {
       const int r = c / CH, col = (c % CH) * 8;
       const int j = kv0 + r;
@@ -112,8 +115,23 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
       cp_async16(sK + r * LD + col, kc + off, valid);
       cp_async16(sV + r * LD + col, vc + off, valid);
     }
-    cp_async_wait_all();
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+  if (kv_begin < kv_end) load_kv(kv_begin, 0);
+  int buf = 0;
+  for (int kv0 = kv_begin; kv0 < kv_end; kv0 += BN, buf ^= 1) {
+    if (kv0 + BN < kv_end) {
+      load_kv(kv0 + BN, buf ^ 1);
+      asm volatile("cp.async.wait_group 1;\n" ::);
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::);
+    }
     __syncthreads();
+    const __nv_bfloat16* sK = sKbuf + buf * BN * LD;
+    const __nv_bfloat16* sV = sVbuf + buf * BN * LD;
+    // Only tiles on the causal diagonal, the window's edge or past kv_len need masks.
+    const bool need_mask = kv0 + BN > kv_len || (a.causal && kv0 + BN - 1 > p_first) ||
+                           (a.sliding_window > 0 && kv0 <= p_last - a.sliding_window);
 
     // S = Q Kᵀ for this warp's 16 rows x BN keys.
     float s[BN / 8][4];
@@ -139,8 +157,8 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
       for (int e = 0; e < 4; ++e) {
         const int j = kv0 + nt * 8 + 2 * tq + (e % 2);
         const int p = e < 2 ? p_lo : p_hi;
-        bool ok = j < kv_len && (!a.causal || j <= p) &&
-                  (a.sliding_window <= 0 || j > p - a.sliding_window);
+        const bool ok = !need_mask || (j < kv_len && (!a.causal || j <= p) &&
+                                       (a.sliding_window <= 0 || j > p - a.sliding_window));
         const float v = ok ? s[nt][e] * sl2 : -INFINITY;
         s[nt][e] = v;
         if (e < 2) mx_lo = fmaxf(mx_lo, v); else mx_hi = fmaxf(mx_hi, v);
@@ -185,6 +203,7 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
         mma_bf16(o[n0 / 8 + 1], pf, vf[2], vf[3]);
       }
     }
+    __syncthreads();  // this buffer is the next prefetch's target
   }
   l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
   l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
@@ -211,7 +230,7 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
 template <int D, int BN>
 void launch_d(const AttnArgs& a, const DeviceBatch& b, const int2* items, int num_items,
               cudaStream_t s) {
-  const size_t smem = static_cast<size_t>(kBM + 2 * BN) * (D + 8) * 2;
+  const size_t smem = static_cast<size_t>(kBM + 4 * BN) * (D + 8) * 2;
   static bool configured = false;  // per instantiation (one device per process)
   if (!configured) {
     BF_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_kernel<D, BN>,
@@ -227,7 +246,7 @@ void launch_d(const AttnArgs& a, const DeviceBatch& b, const int2* items, int nu
 
 size_t flash_mma_smem_bytes(int head_dim) {
   const int bn = head_dim == 256 ? 32 : 64;
-  return static_cast<size_t>(kBM + 2 * bn) * (head_dim + 8) * 2;
+  return static_cast<size_t>(kBM + 4 * bn) * (head_dim + 8) * 2;
 }
 
 void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,

@@ -135,3 +135,44 @@ void launch_moe_down(const float* act, const void* down, int w_dt, int64_t token
 }
 
 }  // namespace bf::cuda
+
+// --- grouped path (many tokens): rows sorted by expert, one GEMM per expert (the backend) ---
+namespace bf::cuda {
+namespace {
+__global__ void swiglu_packed_kernel(const void* gu, int gu_dt, int64_t rows, int64_t inter,
+                                     void* act, int act_dt) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * inter;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / inter, j = i % inter;
+    st(act, act_dt, i, siluf_(ld(gu, gu_dt, r * 2 * inter + j)) * ld(gu, gu_dt, r * 2 * inter + inter + j));
+  }
+}
+// out[t, c] = Σ_k w[t, k] · y[pos[t, k], c], k in order.
+__global__ void moe_combine_kernel(const void* y, int y_dt, const int32_t* pos, const float* w,
+                                   int64_t hidden, int top_k, void* out, int out_dt) {
+  const int64_t t = blockIdx.x;
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
+    float acc = 0.0f;
+    for (int k = 0; k < top_k; ++k)
+      acc += w[t * top_k + k] * ld(y, y_dt, static_cast<int64_t>(pos[t * top_k + k]) * hidden + c);
+    st(out, out_dt, t * hidden + c, acc);
+  }
+}
+}  // namespace
+
+void launch_swiglu_packed(const void* gu, int gu_dt, int64_t rows, int64_t inter, void* act,
+                          int act_dt, cudaStream_t s) {
+  if (rows * inter == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>((rows * inter + 255) / 256, 65536));
+  swiglu_packed_kernel<<<blocks, 256, 0, s>>>(gu, gu_dt, rows, inter, act, act_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_moe_combine(const void* y, int y_dt, const int32_t* pos, const float* w,
+                        int64_t tokens, int64_t hidden, int top_k, void* out, int out_dt,
+                        cudaStream_t s) {
+  if (tokens == 0) return;
+  moe_combine_kernel<<<tokens, 256, 0, s>>>(y, y_dt, pos, w, hidden, top_k, out, out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+}  // namespace bf::cuda
