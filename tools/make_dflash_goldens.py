@@ -82,7 +82,7 @@ CASES = {
     # layer 0 sliding (causal + window 6), layer 1 full; target_layer_ids absent from
     # config.json => default build_target_layer_ids(8 target layers, 2 draft layers) = [1, 5]
     "dflash_swa": dict(
-        target="dense_flat", head_dim=16, layer_types=["sliding_attention", "full_attention"],
+        target="dense_flat", head_dim=32, layer_types=["sliding_attention", "full_attention"],
         sliding_window=6, target_layer_ids=None, mask_token_id=1023,
     ),
     # MoE target (6 layers, untied lm_head), all full attention, 2 taps

@@ -30,6 +30,8 @@ class CheckpointReader {
   Tensor take(const std::string& name, const Shape& shape);
   // The same without the upload: a host f32 tensor, for weights re-laid out before upload.
   Tensor take_host(const std::string& name, const Shape& shape);
+  // Uploads a host tensor assembled from take_host() pieces.
+  Tensor upload(const Tensor& host) { return backend_.upload(host); }
   // Marks a tensor as consumed without loading it (e.g. an lm_head tied to the embedding).
   void mark_used(const std::string& name) { used_.insert(name); }
   // Errors on tensors nobody took, except the skipped multimodal / MTP groups.

@@ -53,16 +53,16 @@ void FeedForward::load_experts(CheckpointReader& reader, const std::string& pref
   Tensor gate_up = Tensor::empty({E, 2 * I, H}), down = Tensor::empty({E, H, I});
   for (int64_t e = 0; e < E; ++e) {
     std::string expert = prefix + std::to_string(e) + ".";
-    Tensor gate = reader.take(expert + "gate_proj.weight", {I, H});
-    Tensor up = reader.take(expert + "up_proj.weight", {I, H});
-    Tensor dn = reader.take(expert + "down_proj.weight", {H, I});
-    BF_CHECK(gate.device() == Device::kCPU, "per-expert checkpoints load on the host first");
+    // Fused on the host, uploaded once below (the backend may keep weights on a device).
+    Tensor gate = reader.take_host(expert + "gate_proj.weight", {I, H});
+    Tensor up = reader.take_host(expert + "up_proj.weight", {I, H});
+    Tensor dn = reader.take_host(expert + "down_proj.weight", {H, I});
     std::copy(gate.f32(), gate.f32() + I * H, gate_up.f32() + e * 2 * I * H);
     std::copy(up.f32(), up.f32() + I * H, gate_up.f32() + e * 2 * I * H + I * H);
     std::copy(dn.f32(), dn.f32() + H * I, down.f32() + e * H * I);
   }
-  experts_gate_up = gate_up;
-  experts_down = down;
+  experts_gate_up = reader.upload(gate_up);
+  experts_down = reader.upload(down);
 }
 
 void FeedForward::forward(Backend& be, const ModelConfig& c, const Tensor& x, Tensor& out) const {

@@ -24,11 +24,15 @@ namespace {
 
 // The backend under test: the CPU reference, or CUDA with BLOCKFLASH_TEST_DEVICE=cuda (the
 // GPU script runs these tests that way, in f32 and bf16 storage: BLOCKFLASH_CUDA_DTYPE).
+bool g_bf16 = false;  // bf16 storage: see the tolerances below
+
 std::unique_ptr<Backend> test_backend() {
   const char* device = std::getenv("BLOCKFLASH_TEST_DEVICE");
   if (device != nullptr && std::string(device) == "cuda") {
 #ifdef BLOCKFLASH_HAVE_CUDA
-    return make_cuda_backend();
+    auto backend = make_cuda_backend();
+    g_bf16 = backend->activation_dtype() == DType::kBF16;
+    return backend;
 #else
     throw std::runtime_error("BLOCKFLASH_TEST_DEVICE=cuda in a build without CUDA");
 #endif
@@ -39,7 +43,11 @@ std::unique_ptr<Backend> test_backend() {
 namespace fs = std::filesystem;
 
 fs::path goldens() { return fs::path(BLOCKFLASH_TEST_DATA_DIR) / "goldens"; }
-constexpr double kLogprobTolerance = 2e-3;
+// f32 backends reproduce the f32 reference: logprobs within 2e-3, every step and the output
+// identical. bf16 storage: logprobs within 5e-2, and a prompt is compared only up to its first
+// differing step (bf16 rounding moves the target's and the drafter's near-ties; the
+// trajectory then diverges), which must not be the first.
+double logprob_tolerance() { return g_bf16 ? 5e-2 : 2e-3; }
 
 class DFlashGolden : public ::testing::TestWithParam<std::string> {};
 
@@ -88,11 +96,12 @@ TEST_P(DFlashGolden, EngineReproducesTheReferenceLoop) {
       steps.insert(steps.end(), update.spec_steps.begin(), update.spec_steps.end());
     });
     while (engine.has_work()) engine.step();
-    EXPECT_EQ(output, expected_output);
+    if (!g_bf16) EXPECT_EQ(output, expected_output);
 
     const auto& ref_steps = prompt["steps"];
-    ASSERT_GE(ref_steps.size(), steps.size() > 0 ? steps.size() - 1 : 0);
+    if (!g_bf16) ASSERT_GE(ref_steps.size(), steps.size() > 0 ? steps.size() - 1 : 0);
     ASSERT_EQ(draft_logits.size(), steps.size());
+    ASSERT_FALSE(steps.empty());
     for (size_t s = 0; s < steps.size() && s < ref_steps.size(); ++s) {
       SCOPED_TRACE("step " + std::to_string(s));
       const auto& ref = ref_steps[s];
@@ -105,13 +114,21 @@ TEST_P(DFlashGolden, EngineReproducesTheReferenceLoop) {
         EXPECT_GE(s + 3, steps.size()) << "only the last few drafts may be short";
         break;
       }
+      if (g_bf16) {  // compare up to the first step that differs, and at least one step
+        bool same = steps[s].accepted == ref["accepted"].get<int32_t>();
+        for (size_t i = 0; i < k; ++i) same &= steps[s].draft_ids[i] == ref_block[i + 1];
+        if (!same) {
+          EXPECT_GT(s, 0u) << "bf16: the very first draft step already differs";
+          break;
+        }
+      }
       for (size_t i = 0; i < k; ++i) {
         EXPECT_EQ(steps[s].draft_ids[i], ref_block[i + 1]) << "draft position " << i;
         std::span<const float> row(draft_logits[s].data() + i * vocab, vocab);
         const double lse = log_sum_exp(row);
         for (const auto& top : ref["draft_top"][i]) {
           const double ours = row[top["id"].get<int32_t>()] - lse;
-          EXPECT_NEAR(ours, top["logprob"].get<double>(), kLogprobTolerance)
+          EXPECT_NEAR(ours, top["logprob"].get<double>(), logprob_tolerance())
               << "draft position " << i << ", token " << top["id"];
         }
       }
