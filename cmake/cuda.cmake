@@ -34,7 +34,8 @@ if(BLOCKFLASH_WITH_CUDA)
   # bf_core for tensors and logging; bf_backend for the kernel registry (a static-library
   # cycle, bf_backend links bf_cuda too, which CMake resolves by repeating them).
   target_link_libraries(bf_cuda PUBLIC CUDA::cudart CUDA::cublasLt $<LINK_ONLY:bf_core> $<LINK_ONLY:bf_backend>)
-  target_compile_definitions(bf_cuda PUBLIC BLOCKFLASH_CUDA_ARCHS="${CMAKE_CUDA_ARCHITECTURES}")
+  string(REPLACE ";" "," _bf_archs "${CMAKE_CUDA_ARCHITECTURES}")  # a ';' would split the define
+  target_compile_definitions(bf_cuda PUBLIC BLOCKFLASH_CUDA_ARCHS="${_bf_archs}")
   target_compile_options(bf_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo>)
   message(STATUS "blockflash: CUDA backend ON (architectures ${CMAKE_CUDA_ARCHITECTURES})")
 else()

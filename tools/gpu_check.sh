@@ -32,13 +32,23 @@ if has tests; then
   timeout 60 $G/bin/test_backend --gtest_filter='Registry*' --gtest_color=no > "$OUT/test_registry.log" 2>&1
   note "registry tests rc=$?"
 fi
+if has tests; then
+  # The engine end to end on the GPU: greedy ids must match the CPU backend (f32 mode is exact
+  # enough to compare ids; bf16 is shown).
+  gen() { $G/bin/blockflash generate --model tests/goldens/dense_nested --prompt-ids 1,2,3,4,5 \
+            --max-tokens 16 --temperature 0 --json "$@" 2>>"$OUT/generate.log" | tail -1; }
+  cpu=$(gen --device cpu); f32=$(BLOCKFLASH_CUDA_DTYPE=f32 gen --device cuda); bf16=$(gen --device cuda)
+  echo "cpu:  $cpu" > "$OUT/generate.txt"; echo "f32:  $f32" >> "$OUT/generate.txt"; echo "bf16: $bf16" >> "$OUT/generate.txt"
+  ids() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["output_ids"])' "$1" 2>/dev/null; }
+  note "generate --device cuda (f32) ids == cpu: $([ -n "$(ids "$cpu")" ] && [ "$(ids "$cpu")" == "$(ids "$f32")" ] && echo yes || echo NO); cpu $(ids "$cpu") bf16 $(ids "$bf16")"
+fi
 if has sanitize; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $G/bin/test_cuda \
     --gtest_filter='CudaOps.*:-CudaOps.PagedAttentionDecodeLongContextSplitKv' --gtest_color=no \
     > "$OUT/memcheck.log" 2>&1
   note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
   timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
-    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext' \
+    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.GatedDeltaRule:CudaOps.MatmulSkinnyGemv' \
     --gtest_color=no > "$OUT/racecheck.log" 2>&1
   note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
 fi

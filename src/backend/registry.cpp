@@ -166,8 +166,10 @@ const KernelRegistry& builtin_kernel_registry() {
                      .priority = 10});
     r.add(KernelCaps{.name = "gdn-recurrent",
                      .family = KernelFamily::kGatedDeltaNet,
-                     .description = "recurrent gated delta rule, one thread per value column "
-                                    "(state column in registers), snapshots for verify",
+                     .description = "recurrent gated delta rule: a warp per 32 value columns, "
+                                    "each lane's state column in registers, next token "
+                                    "prefetched; snapshots for verify (also used for prefill: "
+                                    "no chunked kernel yet)",
                      .min_cc = 70,
                      .head_dims = {16, 32, 64, 128},
                      .smem_bytes = {},

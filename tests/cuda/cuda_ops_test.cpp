@@ -312,6 +312,17 @@ TEST_F(CudaOps, MoeExperts) {
   }
 }
 
+TEST_F(CudaOps, RandomWeightMatchesHost) {
+  // --load-format dummy: the device generator gives the host default's values.
+  for (Shape shape : {Shape{1000}, Shape{37, 129}}) {
+    Tensor want = cpu_->random_weight(shape, 0.25f, 12345);
+    Tensor got = host(gpu_->random_weight(shape, 0.25f, 12345));
+    if (shape.size() > 1)
+      for (int64_t i = 0; i < want.numel(); ++i) want.f32()[i] = round_bf16(want.f32()[i]);
+    EXPECT_TRUE(close(got, want, 1e-7, 1e-7));
+  }
+}
+
 TEST_F(CudaOps, ErrorsNameTheProblem) {
   Tensor x = gpu_->empty({4, 8});
   Tensor w = gpu_->upload(rand_bf16({5, 9}, rng_));

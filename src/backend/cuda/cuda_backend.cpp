@@ -10,7 +10,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <functional>
 #include <algorithm>
 #include <map>
@@ -230,6 +232,14 @@ class CudaBackend final : public Backend {
                "--attention-backend ", selector_.options().forced, ": no such kernel");
   }
 
+  ~CudaBackend() override {
+    cudaStreamSynchronize(ctx_.stream);
+    for (int i = 0; i < 2; ++i) {
+      if (staging_[i]) cudaFreeHost(staging_[i]);
+      if (staging_event_[i]) cudaEventDestroy(staging_event_[i]);
+    }
+  }
+
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::kCUDA; }
   DType activation_dtype() const override { return act_; }
@@ -240,33 +250,79 @@ class CudaBackend final : public Backend {
                          Device::kCUDA);
   }
 
+  // Host f32 -> device (bf16 for rank >= 2): converted by a few threads into two pinned
+  // staging buffers that alternate, each copy overlapping the next chunk's conversion.
   Tensor upload(const Tensor& host) override {
     BF_CHECK(host.defined() && host.device() == Device::kCPU && host.dtype() == DType::kF32,
              "upload: expected a host F32 tensor");
+    const auto t0 = std::chrono::steady_clock::now();
     const DType dtype = host.rank() <= 1 ? DType::kF32 : act_;
     Tensor t = alloc(host.shape(), dtype);
-    if (dtype == DType::kF32) {
-      BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), host.raw(), host.size_bytes(), cudaMemcpyHostToDevice,
-                                    ctx_.stream));
-    } else {
-      std::vector<uint16_t> staged(host.numel());
-      const float* src = host.f32();
-      for (int64_t i = 0; i < host.numel(); ++i) staged[i] = f32_to_bf16(src[i]);
-      BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), staged.data(), staged.size() * 2,
-                                    cudaMemcpyHostToDevice, ctx_.stream));
-      BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // staged dies here
+    const size_t esize = dtype_size(dtype);
+    const int64_t n = host.numel();
+    if (!staging_[0]) {
+      for (int i = 0; i < 2; ++i) {
+        BF_CUDA_CHECK(cudaHostAlloc(&staging_[i], kStagingBytes, cudaHostAllocDefault));
+        BF_CUDA_CHECK(cudaEventCreateWithFlags(&staging_event_[i], cudaEventDisableTiming));
+        BF_CUDA_CHECK(cudaEventRecord(staging_event_[i], ctx_.stream));
+      }
     }
+    const int64_t chunk = static_cast<int64_t>(kStagingBytes / esize);
+    const float* src = host.f32();
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+      const int64_t count = std::min(chunk, n - begin);
+      const int buf = staging_next_;
+      staging_next_ ^= 1;
+      BF_CUDA_CHECK(cudaEventSynchronize(staging_event_[buf]));  // its last copy is done
+      convert_parallel(src + begin, count, dtype, staging_[buf]);
+      BF_CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(t.raw()) + begin * esize, staging_[buf],
+                                    count * esize, cudaMemcpyHostToDevice, ctx_.stream));
+      BF_CUDA_CHECK(cudaEventRecord(staging_event_[buf], ctx_.stream));
+    }
+    uploaded_bytes_ += t.size_bytes();
+    upload_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++uploaded_tensors_;
     return t;
   }
-  // --load-format dummy: generated in place on the device (a 27B model's host f32 copy and
-  // its bf16 conversion would take minutes). Vectors stay f32, as upload() keeps them.
+  void convert_parallel(const float* src, int64_t count, DType dtype, void* dst) {
+    const int threads = count < (1 << 20) ? 1 : std::min(8u, std::max(1u, std::thread::hardware_concurrency()));
+    auto work = [&](int64_t b, int64_t e) {
+      if (dtype == DType::kF32) {
+        std::memcpy(static_cast<float*>(dst) + b, src + b, (e - b) * 4);
+      } else {
+        uint16_t* d = static_cast<uint16_t*>(dst);
+        for (int64_t i = b; i < e; ++i) d[i] = f32_to_bf16(src[i]);
+      }
+    };
+    if (threads == 1) {
+      work(0, count);
+      return;
+    }
+    std::vector<std::thread> pool;
+    const int64_t per = (count + threads - 1) / threads;
+    for (int i = 0; i < threads; ++i)
+      pool.emplace_back(work, std::min(count, i * per), std::min(count, (i + 1) * per));
+    for (auto& th : pool) th.join();
+  }
+  // Logged once, at the first op after loading.
+  void report_uploads() {
+    if (upload_reported_ || uploaded_tensors_ == 0) return;
+    upload_reported_ = true;
+    BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    log_info("cuda: uploaded ", uploaded_tensors_, " tensors, ", uploaded_bytes_ / 1e9,
+             " GB on the device in ", upload_seconds_, " s of upload time (",
+             uploaded_bytes_ / 1e9 / std::max(upload_seconds_, 1e-9),
+             " GB/s: f32->bf16 on host threads, pinned double-buffered copies)");
+  }
+  Tensor empty(Shape shape, DType dtype) override { return alloc(std::move(shape), dtype); }
+  // --load-format dummy: generated on the device, the host default's values (then stored as
+  // upload() would store them: f32 vectors, bf16 matrices).
   Tensor random_weight(const Shape& shape, float scale, uint64_t seed) override {
     Tensor t = alloc(shape, shape.size() <= 1 ? DType::kF32 : act_);
-    launch_fill_uniform(t.raw(), dt_of(t, "random_weight", "weight"), t.numel(), scale, seed,
+    launch_fill_uniform(t.raw(), dt_of(t, "random_weight", "tensor"), t.numel(), scale, seed,
                         ctx_.stream);
     return t;
   }
-  Tensor empty(Shape shape, DType dtype) override { return alloc(std::move(shape), dtype); }
   Tensor zeros(Shape shape, DType dtype) override {
     Tensor t = alloc(std::move(shape), dtype);
     BF_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.size_bytes(), ctx_.stream));
@@ -298,6 +354,7 @@ class CudaBackend final : public Backend {
 
   // --- dense ---
   void embedding(const std::vector<int32_t>& ids, const Tensor& table, Tensor& out) override {
+    report_uploads();
     const int tdt = dt_of(table, "embedding", "table"), odt = dt_of(out, "embedding", "out");
     BF_CHECK(table.rank() == 2, "embedding: table must be [vocab, hidden], got ",
              shape_string(table.shape()));
@@ -739,7 +796,8 @@ class CudaBackend final : public Backend {
       for (size_t s = 0; s < batch.seqs.size(); ++s) {
         const BatchSequence& seq = batch.seqs[s];
         if (seq.query_len >= kFlashMinQueryLen) {
-          for (int32_t q0 = 0; q0 < seq.query_len; q0 += 64) {
+          // Last tiles first: under a causal mask they see the most keys (shorter tail).
+          for (int32_t q0 = (seq.query_len - 1) / 64 * 64; q0 >= 0; q0 -= 64) {
             items.push_back(static_cast<int32_t>(s));
             items.push_back(q0);
           }
@@ -877,6 +935,14 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int, int, int>, MatmulPlan> plans_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, bool> gemv_choice_;  // true: gemv wins
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
+  static constexpr size_t kStagingBytes = size_t{32} << 20;
+  void* staging_[2] = {nullptr, nullptr};
+  cudaEvent_t staging_event_[2] = {nullptr, nullptr};
+  int staging_next_ = 0;
+  size_t uploaded_bytes_ = 0;
+  double upload_seconds_ = 0;
+  int64_t uploaded_tensors_ = 0;
+  bool upload_reported_ = false;
   const ForwardBatch* cached_batch_ = nullptr;
   const int32_t* cached_positions_ = nullptr;
   uint64_t cached_pos_hash_ = 0;

@@ -182,14 +182,17 @@ void launch_sigmoid_scale_rows(void* x, int x_dt, int64_t rows, int64_t cols, co
 namespace bf::cuda {
 namespace {
 __global__ void fill_uniform_kernel(void* p, int dt, int64_t n, float scale, uint64_t seed) {
+  // The same values as Backend::random_weight on the host: splitmix64 of (seed, index).
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i);  // splitmix64
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
-    st(p, dt, i, (2.0f * u - 1.0f) * scale);
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i);
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    const double u = static_cast<double>(x >> 11) * (1.0 / 9007199254740992.0);  // [0, 1)
+    st(p, dt, i, static_cast<float>((2.0 * u - 1.0) * scale));
   }
 }
 }  // namespace
