@@ -64,6 +64,9 @@ class Backend {
   // checkpoint. The default builds it on the host and uploads; a device backend should
   // generate it in place (a 27B model's f32 host copy would not fit).
   virtual Tensor random_weight(const Shape& shape, float scale, uint64_t seed);
+  // Index of the largest entry of each row of x [rows, n] (lowest index on ties, NaN never
+  // chosen): greedy drafting without copying the logits to the host. The default copies.
+  virtual std::vector<int32_t> argmax_rows(const Tensor& x);
 
   // out[t, :] = table[ids[t], :]. table: [vocab, hidden]; out: [T, hidden].
   virtual void embedding(const std::vector<int32_t>& ids, const Tensor& table, Tensor& out) = 0;

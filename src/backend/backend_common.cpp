@@ -49,6 +49,22 @@ Tensor Backend::random_weight(const Shape& shape, float scale, uint64_t seed) {
   return upload(host);
 }
 
+std::vector<int32_t> Backend::argmax_rows(const Tensor& x) {
+  BF_CHECK(x.rank() == 2, "argmax_rows: x must be [rows, n], got ", shape_string(x.shape()));
+  Tensor host = x.device() == Device::kCPU && x.dtype() == DType::kF32 ? x : to_host(x);
+  const int64_t rows = host.dim(0), n = host.dim(1);
+  std::vector<int32_t> out(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = host.f32() + r * n;
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isnan(row[i]) && (best < 0 || row[i] > row[best])) best = i;
+    BF_CHECK(best >= 0, "argmax_rows: row ", r, " has no number");
+    out[r] = static_cast<int32_t>(best);
+  }
+  return out;
+}
+
 void Backend::sigmoid_scale_rows(Tensor& x, const Tensor& gate) {
   BF_CHECK(x.device() == Device::kCPU && gate.device() == Device::kCPU,
            "sigmoid_scale_rows: host tensors only in the default implementation");

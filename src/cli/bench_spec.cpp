@@ -107,7 +107,7 @@ int run_bench(const SpecBenchOptions& o) {
     ForwardOutput verified;
     const double t_verify =
         time_ms(o, [&] { verified = model->forward(verify, cache, drafter->tap_layers()); });
-    const double t_draft = time_ms(o, [&] { drafter->draft_logits(draft, draft_cache); });
+    const double t_draft = time_ms(o, [&] { drafter->draft_tokens(draft, draft_cache); });
     nlohmann::json per_tau = nlohmann::json::array();
     std::vector<double> speedups;
     double t_ctx_max = 0;

@@ -197,18 +197,26 @@ std::vector<std::vector<int32_t>> Engine::propose_drafts(const StepPlan& plan) {
     batch.seqs.push_back(std::move(bs));
   }
   if (batch.seqs.empty()) return drafts;
-  Tensor logits = drafter_->draft_logits(batch, draft_cache_);
+  // Greedy drafts: only the argmax ids leave the device, unless an observer wants the logits.
   const int32_t vocab = model_->config().vocab_size;
+  Tensor logits;
+  std::vector<int32_t> ids;
+  if (draft_observer_) {
+    logits = drafter_->draft_logits(batch, draft_cache_);
+    for (int64_t r = 0; r < logits.dim(0); ++r) {
+      const float* row = logits.f32() + r * vocab;
+      ids.push_back(static_cast<int32_t>(std::max_element(row, row + vocab) - row));
+    }
+  } else {
+    ids = drafter_->draft_tokens(batch, draft_cache_);
+  }
   size_t row = 0;
   for (size_t e = 0; e < plan.seqs.size(); ++e) {
     if (draft_observer_ && plan.seqs[e].num_draft_tokens > 0)
       draft_observer_(*plan.seqs[e].seq,
                       std::span<const float>(logits.f32() + row * vocab,
                                              static_cast<size_t>(plan.seqs[e].num_draft_tokens) * vocab));
-    for (int32_t i = 0; i < plan.seqs[e].num_draft_tokens; ++i, ++row) {
-      const float* r = logits.f32() + row * vocab;
-      drafts[e].push_back(static_cast<int32_t>(std::max_element(r, r + vocab) - r));
-    }
+    for (int32_t i = 0; i < plan.seqs[e].num_draft_tokens; ++i, ++row) drafts[e].push_back(ids[row]);
     if (draft_override_ && !drafts[e].empty()) {
       const size_t size = drafts[e].size();
       draft_override_(*plan.seqs[e].seq, drafts[e]);

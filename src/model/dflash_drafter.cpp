@@ -155,6 +155,15 @@ void DFlashDrafter::attention(const Layer& layer, bool sliding, const Tensor& x,
 }
 
 Tensor DFlashDrafter::draft_logits(const ForwardBatch& batch, DraftCache& cache) const {
+  return backend_.to_host(forward_logits(batch, cache));
+}
+
+std::vector<int32_t> DFlashDrafter::draft_tokens(const ForwardBatch& batch,
+                                                 DraftCache& cache) const {
+  return backend_.argmax_rows(forward_logits(batch, cache));
+}
+
+Tensor DFlashDrafter::forward_logits(const ForwardBatch& batch, DraftCache& cache) const {
   Backend& be = backend_;
   const DraftConfig& c = config_;
   const int64_t T = batch.num_tokens(), H = c.hidden_size;
@@ -185,7 +194,7 @@ Tensor DFlashDrafter::draft_logits(const ForwardBatch& batch, DraftCache& cache)
   be.embedding(batch.logits_rows, normed, selected);
   Tensor logits = be.empty({R, target_.config().vocab_size});
   be.matmul(selected, target_.lm_head(), logits);
-  return be.to_host(logits);
+  return logits;
 }
 
 }  // namespace bf

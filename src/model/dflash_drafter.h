@@ -56,6 +56,9 @@ class DFlashDrafter {
   // slot_mapping/block_table for the block positions. Returns host f32 logits
   // [batch.logits_rows.size(), vocab] through the target's LM head.
   Tensor draft_logits(const ForwardBatch& batch, DraftCache& cache) const;
+  // The same forward, greedy: the argmax token of each logits row (on the device; only the
+  // ids come back). This is what the engine drafts with.
+  std::vector<int32_t> draft_tokens(const ForwardBatch& batch, DraftCache& cache) const;
 
  private:
   struct Layer {
@@ -73,6 +76,7 @@ class DFlashDrafter {
                 const std::vector<int32_t>& slots, KvCache& cache) const;
   void attention(const Layer& layer, bool sliding, const Tensor& x, const ForwardBatch& batch,
                  KvCache& cache, Tensor& out) const;
+  Tensor forward_logits(const ForwardBatch& batch, DraftCache& cache) const;  // on the device
 
   DraftConfig config_;
   const Model& target_;

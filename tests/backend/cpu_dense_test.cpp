@@ -163,3 +163,19 @@ TEST(CpuDense, ShapeErrorsNameTheOp) {
 
 }  // namespace
 }  // namespace bf
+
+namespace bf {
+namespace {
+
+// Greedy drafting's argmax: lowest index on ties, NaN never chosen, all-NaN rows rejected.
+TEST(BackendArgmaxRows, TiesNaNAndRows) {
+  auto be = make_cpu_backend();
+  const float nan = std::nanf("");
+  Tensor x = Tensor::from_floats({3, 4}, {1, 5, 5, 2, nan, -1, -3, -1, -7, nan, 0.5f, 0.25f});
+  EXPECT_EQ(be->argmax_rows(x), (std::vector<int32_t>{1, 1, 2}));
+  Tensor bad = Tensor::from_floats({1, 2}, {nan, nan});
+  EXPECT_THROW(be->argmax_rows(bad), Error);
+}
+
+}  // namespace
+}  // namespace bf
