@@ -408,6 +408,23 @@ TEST(DFlashEngine, SampledOutputsHaveTheSameDistribution) {
   EXPECT_LT(same_distribution_p_value(colder, plain), 1e-4);
 }
 
+// Greedy drafting's device argmax against the CPU scan of the same (stored) values.
+TEST(DFlashEngine, BackendArgmaxMatchesTheHostScan) {
+  auto backend = test_backend();
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> value(-4, 4);
+  const int64_t rows = 7, n = 5000;
+  std::vector<float> host(rows * n);
+  for (float& x : host) x = value(rng);
+  host[3 * n + 10] = host[3 * n + 20] = 9.0f;  // a tie: the lower index wins
+  host[5 * n + 1] = std::nanf("");
+  Tensor device = backend->upload(Tensor::from_floats({rows, n}, host));
+  Tensor stored = backend->to_host(device);  // bf16-rounded on a bf16 backend
+  std::vector<int32_t> want = make_cpu_backend()->argmax_rows(stored);
+  EXPECT_EQ(backend->argmax_rows(device), want);
+  EXPECT_EQ(want[3], 10);
+}
+
 TEST(DFlashEngine, RefusesDraftersThatDoNotFit) {
   auto backend = make_cpu_backend();
   auto target = Model::load(goldens() / "moe_flat", *backend);
