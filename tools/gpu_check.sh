@@ -29,6 +29,9 @@ if has tests; then
   BLOCKFLASH_DISABLE_SPECIALIZED_KERNELS=1 timeout 120 $G/bin/test_cuda --gtest_color=no \
     --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_portable.log" 2>&1
   note "attention tests, portable kernel only rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_portable.log" | tr '\n' ' ')"
+  BLOCKFLASH_FLASH_WARPS=8 timeout 120 $G/bin/test_cuda --gtest_color=no \
+    --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_flash_w8.log" 2>&1
+  note "attention tests, flash 8 warps rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_flash_w8.log" | tr '\n' ' ')"
   timeout 60 $G/bin/test_backend --gtest_filter='Registry*' --gtest_color=no > "$OUT/test_registry.log" 2>&1
   note "registry tests rc=$?"
 fi
@@ -55,6 +58,9 @@ fi
 if has bench; then
   timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention.md" 2>&1; note "bench attention rc=$?"
   cat "$OUT/bench_attention.md"
+  BLOCKFLASH_FLASH_WARPS=8 timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention_w8.md" 2>&1
+  note "bench attention (flash 8 warps) rc=$?"
+  grep prefill "$OUT/bench_attention_w8.md"
   PYTHONUNBUFFERED=1 timeout 120 python3 bench/sdpa_bench.py > "$OUT/bench_sdpa.md" 2>&1; note "sdpa rc=$?"
   cat "$OUT/bench_sdpa.md"
   timeout 120 $G/bin/bench_cuda gemm > "$OUT/bench_gemm.md" 2>&1; note "bench gemm rc=$?"

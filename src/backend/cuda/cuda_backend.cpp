@@ -221,6 +221,7 @@ class CudaBackend final : public Backend {
       act_ = std::string(e) == "f32" ? DType::kF32 : DType::kBF16;
     BF_CHECK(act_ == DType::kBF16 || act_ == DType::kF32, "cuda: dtype must be BF16 or F32");
     // BLOCKFLASH_GEMV=always|never pins the decode GEMM choice (tests); default: timed per shape.
+    if (const char* e = std::getenv("BLOCKFLASH_FLASH_WARPS")) flash_warps_ = std::atoi(e);
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     log_info("cuda: ", ctx_.caps.name, " (sm_", ctx_.caps.cc, ", ", ctx_.caps.num_sms, " SMs, ",
@@ -790,14 +791,20 @@ class CudaBackend final : public Backend {
     a.sliding_window = params.sliding_window;
     int64_t simt_rows = T;
     if (flash) {
-      // 64-query tiles of the sequences with many queries go to the mma kernel.
+      // Query tiles of the sequences with many queries go to the mma kernel.
+      const int warps =
+          flash_warps_ == 8 && hd <= 128 &&
+                  flash_mma_smem_bytes(static_cast<int>(hd), 8) <= ctx_.caps.smem_per_block
+              ? 8
+              : 4;
+      const int tile = warps * 16;
       std::vector<int32_t> items;
       simt_rows = 0;
       for (size_t s = 0; s < batch.seqs.size(); ++s) {
         const BatchSequence& seq = batch.seqs[s];
         if (seq.query_len >= kFlashMinQueryLen) {
           // Last tiles first: under a causal mask they see the most keys (shorter tail).
-          for (int32_t q0 = (seq.query_len - 1) / 64 * 64; q0 >= 0; q0 -= 64) {
+          for (int32_t q0 = (seq.query_len - 1) / tile * tile; q0 >= 0; q0 -= tile) {
             items.push_back(static_cast<int32_t>(s));
             items.push_back(q0);
           }
@@ -807,7 +814,7 @@ class CudaBackend final : public Backend {
       }
       Tensor d_items = upload_i32(items);
       launch_attention_flash_mma(a, d, reinterpret_cast<const int2*>(d_items.raw()),
-                                 static_cast<int>(items.size() / 2), ctx_.stream);
+                                 static_cast<int>(items.size() / 2), warps, ctx_.stream);
       a.simt_skip_query_len = kFlashMinQueryLen;
       if (simt_rows == 0) return;
     }
@@ -935,6 +942,7 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int, int, int>, MatmulPlan> plans_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, bool> gemv_choice_;  // true: gemv wins
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
+  int flash_warps_ = 4;  // BLOCKFLASH_FLASH_WARPS=8: 128-query tiles where shared memory allows
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

@@ -97,9 +97,10 @@ void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t
 
 // FlashAttention-2-style mma.sync kernel (bf16, sm_80+) for sequences with many queries.
 // items: (sequence index, first query row) per 64-query tile.
+// warps: 4 (64-query tiles) or 8 (128-query tiles, head_dim <= 128 only).
 void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
-                                int num_items, cudaStream_t s);
-size_t flash_mma_smem_bytes(int head_dim);
+                                int num_items, int warps, cudaStream_t s);
+size_t flash_mma_smem_bytes(int head_dim, int warps);
 constexpr int kFlashMinQueryLen = 16;  // sequences with at least this many queries use it
 
 // --- MoE (kernels_moe.cu) ---

@@ -16,7 +16,6 @@
 namespace bf::cuda {
 namespace {
 
-constexpr int kBM = 64;  // query rows per block (16 per warp)
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -52,9 +51,11 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-template <int D, int BN>
-__global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch b,
-                                                        const int2* items) {
+template <int D, int BN, int NW>
+__global__ void __launch_bounds__(NW * 32) flash_mma_kernel(AttnArgs a, DeviceBatch b,
+                                                            const int2* items) {
+  constexpr int kBM = NW * 16;  // query rows per block (16 per warp)
+  constexpr int kThreads = NW * 32;
   constexpr int LD = D + 8;  // padded row (halves)
   extern __shared__ __align__(16) uint8_t smem_raw[];
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
@@ -76,7 +77,7 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
 
   // Q tile -> smem (rows past the sequence zero-filled).
   constexpr int CH = D / 8;  // 16-byte chunks per row
-  for (int c = tid; c < kBM * CH; c += 128) {
+  for (int c = tid; c < kBM * CH; c += kThreads) {
     const int r = c / CH, col = (c % CH) * 8;
     const bool valid = r < rows;
     const int64_t t = seq.query_start + q0 + (valid ? r : 0);
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
   auto load_kv = [&](int kv0, int buf) {
     __nv_bfloat16* sK = sKbuf + buf * BN * LD;
     __nv_bfloat16* sV = sVbuf + buf * BN * LD;
-    for (int c = tid; c < BN * CH; c += 128) {
+    for (int c = tid; c < BN * CH; c += kThreads) {
       const int r = c / CH, col = (c % CH) * 8;
       const int j = kv0 + r;
       const bool valid = j < kv_len;
@@ -227,35 +228,42 @@ __global__ void __launch_bounds__(128) flash_mma_kernel(AttnArgs a, DeviceBatch 
   }
 }
 
-template <int D, int BN>
+template <int D, int BN, int NW>
 void launch_d(const AttnArgs& a, const DeviceBatch& b, const int2* items, int num_items,
               cudaStream_t s) {
-  const size_t smem = static_cast<size_t>(kBM + 4 * BN) * (D + 8) * 2;
+  const size_t smem = static_cast<size_t>(NW * 16 + 4 * BN) * (D + 8) * 2;
   static bool configured = false;  // per instantiation (one device per process)
   if (!configured) {
-    BF_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_kernel<D, BN>,
+    BF_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_kernel<D, BN, NW>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
     configured = true;
   }
-  flash_mma_kernel<D, BN><<<dim3(num_items, a.hq), 128, smem, s>>>(a, b, items);
+  flash_mma_kernel<D, BN, NW><<<dim3(num_items, a.hq), NW * 32, smem, s>>>(a, b, items);
   BF_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-size_t flash_mma_smem_bytes(int head_dim) {
+size_t flash_mma_smem_bytes(int head_dim, int warps) {
   const int bn = head_dim == 256 ? 32 : 64;
-  return static_cast<size_t>(kBM + 4 * bn) * (head_dim + 8) * 2;
+  return static_cast<size_t>(warps * 16 + 4 * bn) * (head_dim + 8) * 2;
 }
 
 void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
-                                int num_items, cudaStream_t s) {
+                                int num_items, int warps, cudaStream_t s) {
   if (num_items == 0) return;
+  if (warps == 8) {
+    switch (a.hd) {
+      case 64: launch_d<64, 64, 8>(a, b, items, num_items, s); return;
+      case 128: launch_d<128, 64, 8>(a, b, items, num_items, s); return;
+      default: break;  // head_dim 256: 4 warps (8 would need 135 KB)
+    }
+  }
   switch (a.hd) {
-    case 64: launch_d<64, 64>(a, b, items, num_items, s); break;
-    case 128: launch_d<128, 64>(a, b, items, num_items, s); break;
-    case 256: launch_d<256, 32>(a, b, items, num_items, s); break;
+    case 64: launch_d<64, 64, 4>(a, b, items, num_items, s); break;
+    case 128: launch_d<128, 64, 4>(a, b, items, num_items, s); break;
+    case 256: launch_d<256, 32, 4>(a, b, items, num_items, s); break;
     default: fail("flash-mma: head_dim ", a.hd, " not supported (64/128/256)");
   }
 }
