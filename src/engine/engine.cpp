@@ -414,6 +414,19 @@ void Engine::log_spec_stats() {
   spec_stats_logged_ = spec_stats_;
 }
 
+bool Engine::argmax_suffices(const StepPlan& plan) const {
+  for (const ScheduledSequence& entry : plan.seqs) {
+    const SequenceContext& context = contexts_.at(entry.seq->id);
+    if (!context.prompt_logprobs_done) return false;
+    if (!entry.needs_sample) continue;
+    const SamplingParams& p = context.params;
+    if (!p.greedy() || p.logprobs || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+        p.presence_penalty != 0.0f || entry.seq->num_output_tokens() < p.min_tokens)
+      return false;
+  }
+  return true;
+}
+
 void Engine::step() {
   StepPlan plan = scheduler_.schedule();
   num_preemptions_ += static_cast<int64_t>(plan.preempted.size());
@@ -424,7 +437,10 @@ void Engine::step() {
   std::vector<std::vector<int32_t>> drafts = propose_drafts(plan);
   ForwardBatch batch = build_batch(plan, drafts);
   static const std::vector<int32_t> no_taps;
-  ForwardOutput output = model_->forward(batch, cache_, drafter_ ? drafter_->tap_layers() : no_taps);
+  const bool argmax_only = argmax_suffices(plan);
+  ForwardOutput output =
+      model_->forward(batch, cache_, drafter_ ? drafter_->tap_layers() : no_taps,
+                      argmax_only ? LogitsOutput::kArgmax : LogitsOutput::kFull);
   const int32_t vocab = model_->config().vocab_size;
 
   // Walk the plan in order: each entry's logits rows are consecutive in batch.logits_rows.
@@ -438,11 +454,17 @@ void Engine::step() {
     SequenceContext& context = contexts_.at(seq.id);
     if (entry.num_draft_tokens > 0) {
       const size_t rows = drafts[e].size() + 1;
-      std::span<const float> logits(output.logits.f32() + row * vocab, rows * vocab);
+      if (argmax_only) {
+        verified[e] = verify_greedy(std::span<const int32_t>(output.argmax).subspan(row, rows),
+                                    drafts[e]);
+      } else {
+        std::span<const float> logits(output.logits.f32() + row * vocab, rows * vocab);
+        verified[e] = verify_draft(logits, vocab, drafts[e], context.params,
+                                   seq.prompt_token_ids, seq.output_token_ids,
+                                   model_->config().eos_token_ids, context.seed,
+                                   seq.output_token_ids.size());
+      }
       row += rows;
-      verified[e] = verify_draft(logits, vocab, drafts[e], context.params, seq.prompt_token_ids,
-                                 seq.output_token_ids, model_->config().eos_token_ids,
-                                 context.seed, seq.output_token_ids.size());
       sampled.push_back(verified[e].tokens[0].token);  // placeholder: commit skips verify entries
       continue;
     }
@@ -452,11 +474,16 @@ void Engine::step() {
       if (!entry.needs_sample) ++row;
     }
     if (!entry.needs_sample) continue;
-    std::span<const float> logits(output.logits.f32() + row * vocab, vocab);
+    SampleResult sample{.token = 0, .logprob = 0.0f, .rank = 0, .top_logprobs = {}};
+    if (argmax_only) {
+      sample.token = output.argmax[row];
+    } else {
+      std::span<const float> logits(output.logits.f32() + row * vocab, vocab);
+      sample = sample_token(logits, context.params, seq.prompt_token_ids, seq.output_token_ids,
+                            model_->config().eos_token_ids, context.seed,
+                            seq.output_token_ids.size());
+    }
     ++row;
-    SampleResult sample = sample_token(logits, context.params, seq.prompt_token_ids,
-                                       seq.output_token_ids, model_->config().eos_token_ids,
-                                       context.seed, seq.output_token_ids.size());
     sampled.push_back(sample.token);
     samples.push_back(std::move(sample));
   }

@@ -114,6 +114,9 @@ class Engine {
   void commit_verified(const ScheduledSequence& entry, const std::vector<int32_t>& draft,
                        const VerifyResult& result);
   void log_spec_stats();
+  // Whether every row with logits in the plan is a greedy sample that needs nothing but the
+  // argmax (no logprobs, penalties or min_tokens masking): then only ids leave the device.
+  bool argmax_suffices(const StepPlan& plan) const;
   void collect_prompt_logprobs(const ScheduledSequence& entry, const Tensor& logits,
                                size_t first_row);
   // Applies eos / stop tokens / stop strings to the newly sampled token of seq; returns the

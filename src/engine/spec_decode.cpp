@@ -62,6 +62,18 @@ VerifyResult verify_draft(std::span<const float> logits, int32_t vocab,
   return result;
 }
 
+VerifyResult verify_greedy(std::span<const int32_t> argmax, std::span<const int32_t> draft) {
+  BF_CHECK(argmax.size() == draft.size() + 1, "verify_greedy: ", argmax.size(),
+           " target tokens for ", draft.size(), " draft tokens");
+  VerifyResult result;
+  for (size_t i = 0; i <= draft.size(); ++i) {
+    result.tokens.push_back(SampleResult{.token = argmax[i], .logprob = 0.0f, .rank = 0, .top_logprobs = {}});
+    if (i == draft.size() || draft[i] != argmax[i]) break;
+    ++result.num_accepted;
+  }
+  return result;
+}
+
 void SpecDecodeStats::record(int32_t num_draft_tokens_in_step, int32_t num_accepted) {
   ++num_drafts;
   num_draft_tokens += num_draft_tokens_in_step;

@@ -33,6 +33,11 @@ VerifyResult verify_draft(std::span<const float> logits, int32_t vocab,
                           std::span<const int32_t> eos_token_ids, uint64_t seed,
                           uint64_t first_position);
 
+// Greedy verification from the target's argmax of each of the k + 1 rows alone (requests
+// for which the argmax is the whole distribution: see Engine's argmax path). Tokens carry
+// no logprobs.
+VerifyResult verify_greedy(std::span<const int32_t> argmax, std::span<const int32_t> draft);
+
 // Acceptance statistics, vLLM's spec-decode counters.
 struct SpecDecodeStats {
   int64_t num_drafts = 0;

@@ -94,7 +94,8 @@ void Model::load_weights(CheckpointReader& reader) {
 }
 
 ForwardOutput Model::forward(const ForwardBatch& batch, ModelCache& cache,
-                             const std::vector<int32_t>& capture_layers) const {
+                             const std::vector<int32_t>& capture_layers,
+                             LogitsOutput logits_output) const {
   Backend& be = backend_;
   const ModelConfig& c = config_;
   const int64_t T = batch.num_tokens();
@@ -152,7 +153,10 @@ ForwardOutput Model::forward(const ForwardBatch& batch, ModelCache& cache,
     be.embedding(batch.logits_rows, normed, selected);
     Tensor logits = be.empty({R, c.vocab_size});
     be.matmul(selected, lm_head(), logits);
-    output.logits = be.to_host(logits);
+    if (logits_output == LogitsOutput::kArgmax)
+      output.argmax = be.argmax_rows(logits);
+    else
+      output.logits = be.to_host(logits);
   }
   return output;
 }

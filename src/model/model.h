@@ -31,8 +31,13 @@ struct ModelCache {
   static size_t state_slot_bytes(const ModelConfig& config);
 };
 
+// What leaves the device for the logits rows: the full rows (sampling, logprobs) or only
+// each row's argmax (greedy requests that need nothing else).
+enum class LogitsOutput { kFull, kArgmax };
+
 struct ForwardOutput {
-  Tensor logits;  // [batch.logits_rows.size(), vocab], host f32
+  Tensor logits;  // [batch.logits_rows.size(), vocab], host f32 (LogitsOutput::kFull)
+  std::vector<int32_t> argmax;  // per logits row (LogitsOutput::kArgmax)
   // Hidden states (decoder layer outputs) of the layers asked for, all batch rows
   // [T, hidden], on the backend's device (the DFlash drafter consumes them there).
   std::vector<Tensor> captured_hidden;
@@ -51,7 +56,8 @@ class Model {
   // Runs every layer over the batch's new tokens, updating `cache`; returns the logits of
   // batch.logits_rows and the outputs of the decoder layers listed in `capture_layers`.
   ForwardOutput forward(const ForwardBatch& batch, ModelCache& cache,
-                        const std::vector<int32_t>& capture_layers = {}) const;
+                        const std::vector<int32_t>& capture_layers = {},
+                        LogitsOutput logits_output = LogitsOutput::kFull) const;
 
   // The token embedding table [vocab, hidden] and the LM head (for drafters that share them).
   const Tensor& embed_tokens() const { return embed_tokens_; }

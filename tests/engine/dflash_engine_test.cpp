@@ -205,6 +205,34 @@ TEST(DFlashEngine, GreedyWithDrafterEqualsWithout) {
   }
 }
 
+// Greedy requests without logprobs take the argmax path (only ids leave the device, for
+// decodes and verifies alike); it must commit exactly what the full-logits path commits.
+TEST(DFlashEngine, ArgmaxPathEqualsFullLogitsPath) {
+  for (const Pair& pair : kPairs) {
+    SCOPED_TRACE(std::string(pair.target) + " + " + pair.drafter);
+    std::vector<EngineRequest> with_logprobs = some_requests(8, 5, 30);
+    std::vector<EngineRequest> ids_only = with_logprobs;
+    for (EngineRequest& r : ids_only) r.params.logprobs.reset();
+    std::vector<Output> full = run(*make_engine(pair, false), with_logprobs);
+    for (bool speculative : {false, true}) {
+      auto engine = make_engine(pair, speculative);
+      if (speculative) engine->set_draft_override(oracle(full));
+      std::vector<Output> fast = run(*engine, ids_only);
+      for (size_t i = 0; i < full.size(); ++i) {
+        EXPECT_TRUE(fast[i].logprobs.empty());
+        Output fast_with_reference_logprobs = fast[i];  // for expect_same's bf16 flip rule
+        fast_with_reference_logprobs.logprobs = full[i].logprobs;
+        fast_with_reference_logprobs.logprobs.resize(fast[i].ids.size());
+        if (fast[i].ids.size() == full[i].ids.size()) {
+          expect_same({fast_with_reference_logprobs}, {full[i]});
+        } else {
+          EXPECT_EQ(fast[i].ids, full[i].ids) << "request " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST(DFlashEngine, OracleDraftsAreAcceptedAndOutputStaysExact) {
   for (const Pair& pair : kPairs) {
     SCOPED_TRACE(std::string(pair.target) + " + " + pair.drafter);
