@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cuda/argmax.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/kernels.h"
 #include "core/log.h"
@@ -351,6 +352,23 @@ class CudaBackend final : public Backend {
     Tensor t = alloc({static_cast<int64_t>(values.size())}, DType::kI32);
     ctx_.upload_async(t.raw(), values.data(), values.size() * 4);
     return t;
+  }
+
+  // Greedy ids without copying the logits (kernels_argmax.cu); only the ids come back.
+  std::vector<int32_t> argmax_rows(const Tensor& x) override {
+    const int dt = dt_of(x, "argmax_rows", "x");
+    BF_CHECK(x.rank() == 2, "argmax_rows: x must be [rows, n], got ", shape_string(x.shape()));
+    const int64_t rows = x.dim(0), n = x.dim(1);
+    std::vector<int32_t> ids(rows);
+    if (rows == 0) return ids;
+    Tensor d = alloc({rows}, DType::kI32);
+    launch_argmax_rows(x.raw(), dt, rows, n, d.i32(), ctx_.stream);
+    BF_CUDA_CHECK(cudaMemcpyAsync(ids.data(), d.raw(), rows * 4, cudaMemcpyDeviceToHost,
+                                  ctx_.stream));
+    BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    for (int64_t r = 0; r < rows; ++r)
+      BF_CHECK(ids[r] >= 0, "argmax_rows: row ", r, " has no number");
+    return ids;
   }
 
   // --- dense ---
