@@ -37,7 +37,7 @@ note() { summary+=("$1"); echo "== $1"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$DEST/device.txt"
 
 for dtype in f32 bf16; do
-  BLOCKFLASH_TEST_DEVICE=cuda BLOCKFLASH_CUDA_DTYPE=$dtype timeout 120 $G/bin/test_engine \
+  BLOCKFLASH_TEST_DATA_DIR=$PWD/tests BLOCKFLASH_TEST_DEVICE=cuda BLOCKFLASH_CUDA_DTYPE=$dtype timeout 120 $G/bin/test_engine \
     --gtest_filter='DFlash*:Drafters/*' --gtest_color=no > "$DEST/dflash_tests_$dtype.log" 2>&1
   note "DFlash tests on CUDA ($dtype) rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$DEST/dflash_tests_$dtype.log" | tr '\n' ' ')"
   grep -E '^\[  FAILED|^\[       OK' "$DEST/dflash_tests_$dtype.log" | head -20

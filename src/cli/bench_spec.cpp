@@ -103,10 +103,14 @@ int run_bench(const SpecBenchOptions& o) {
     const ForwardBatch draft = make_batch(B, o.context_len, 1 + K, bs, blocks_per_seq,
                                           slots_per_seq, c.vocab_size, false, true,
                                           drafter->config().mask_token_id);
-    const double t_decode = time_ms(o, [&] { model->forward(decode, cache); });
+    // Greedy serving: only the argmax ids of the logits rows leave the device (the engine's
+    // path for greedy requests without logprobs), for decode and verify alike.
+    const double t_decode = time_ms(
+        o, [&] { model->forward(decode, cache, {}, LogitsOutput::kArgmax); });
     ForwardOutput verified;
-    const double t_verify =
-        time_ms(o, [&] { verified = model->forward(verify, cache, drafter->tap_layers()); });
+    const double t_verify = time_ms(o, [&] {
+      verified = model->forward(verify, cache, drafter->tap_layers(), LogitsOutput::kArgmax);
+    });
     const double t_draft = time_ms(o, [&] { drafter->draft_tokens(draft, draft_cache); });
     nlohmann::json per_tau = nlohmann::json::array();
     std::vector<double> speedups;

@@ -4,8 +4,8 @@
 // (1+K)-token verify (the target with per-token GDN snapshots and tap capture) and the
 // drafter's context K/V write for tau committed tokens; then the speedup at mean acceptance
 // lengths tau (tokens committed per step): tau * t_decode / (t_draft + t_verify + t_ctx(tau)).
-// Times are wall clock of the model forwards including the logits copy to the host (which
-// synchronises); the sampler and scheduler are not included.
+// Times are wall clock of the model forwards, greedy: only each logits row's argmax comes to
+// the host (which synchronises); the sampler and scheduler are not included.
 #pragma once
 
 #include <CLI/CLI.hpp>

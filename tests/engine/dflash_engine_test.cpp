@@ -47,7 +47,12 @@ std::unique_ptr<Backend> test_backend() {
 
 namespace fs = std::filesystem;
 
-fs::path goldens() { return fs::path(BLOCKFLASH_TEST_DATA_DIR) / "goldens"; }
+// BLOCKFLASH_TEST_DATA_DIR in the environment overrides the build's path (binaries packed
+// for another machine, as tools/gpu_dflash.sh does).
+fs::path goldens() {
+  const char* dir = std::getenv("BLOCKFLASH_TEST_DATA_DIR");
+  return fs::path(dir != nullptr ? dir : BLOCKFLASH_TEST_DATA_DIR) / "goldens";
+}
 
 struct Pair {
   const char* target;

@@ -42,7 +42,12 @@ std::unique_ptr<Backend> test_backend() {
 
 namespace fs = std::filesystem;
 
-fs::path goldens() { return fs::path(BLOCKFLASH_TEST_DATA_DIR) / "goldens"; }
+// BLOCKFLASH_TEST_DATA_DIR in the environment overrides the build's path (binaries packed
+// for another machine, as tools/gpu_dflash.sh does).
+fs::path goldens() {
+  const char* dir = std::getenv("BLOCKFLASH_TEST_DATA_DIR");
+  return fs::path(dir != nullptr ? dir : BLOCKFLASH_TEST_DATA_DIR) / "goldens";
+}
 // f32 backends reproduce the f32 reference: logprobs within 2e-3, every step and the output
 // identical. bf16 storage: logprobs within 5e-2, and a prompt is compared only up to its first
 // differing step (bf16 rounding moves the target's and the drafter's near-ties; the
