@@ -86,8 +86,8 @@ int run_bench(const SpecBenchOptions& o) {
 
   nlohmann::json results = nlohmann::json::array();
   if (!o.json)
-    std::printf("%6s %10s %10s %10s %10s %8s %8s |", "batch", "decode_ms", "draft_ms", "verify_ms",
-                "ctx_ms", "verify/d", "draft/d");
+    std::printf("%6s %10s %10s %10s %10s %10s %8s %8s |", "batch", "decode_ms", "draft_ms",
+                "verify_ms", "chunk_ms", "ctx_ms", "verify/d", "draft/d");
   if (!o.json)
     for (double tau : o.acceptance_lengths) std::printf(" speedup@%-4g", tau);
   if (!o.json) std::printf("\n");
@@ -112,6 +112,12 @@ int run_bench(const SpecBenchOptions& o) {
       verified = model->forward(verify, cache, drafter->tap_layers(), LogitsOutput::kArgmax);
     });
     const double t_draft = time_ms(o, [&] { drafter->draft_tokens(draft, draft_cache); });
+    // The same 1+K tokens as a plain chunk (no GDN snapshots, no taps): what the verify's
+    // extra work costs.
+    const ForwardBatch chunk = make_batch(B, o.context_len, 1 + K, bs, blocks_per_seq,
+                                          slots_per_seq, c.vocab_size, false, true, -1);
+    const double t_chunk = time_ms(
+        o, [&] { model->forward(chunk, cache, {}, LogitsOutput::kArgmax); });
     nlohmann::json per_tau = nlohmann::json::array();
     std::vector<double> speedups;
     double t_ctx_max = 0;
@@ -136,11 +142,12 @@ int run_bench(const SpecBenchOptions& o) {
     }
     results.push_back({{"batch", B}, {"context_len", o.context_len}, {"num_speculative_tokens", K},
                        {"decode_ms", t_decode}, {"draft_ms", t_draft}, {"verify_ms", t_verify},
+                       {"chunk_without_snapshots_ms", t_chunk},
                        {"verify_over_decode", t_verify / t_decode},
                        {"draft_over_decode", t_draft / t_decode}, {"by_acceptance", per_tau}});
     if (!o.json) {
-      std::printf("%6d %10.3f %10.3f %10.3f %10.3f %8.2f %8.3f |", B, t_decode, t_draft, t_verify,
-                  t_ctx_max, t_verify / t_decode, t_draft / t_decode);
+      std::printf("%6d %10.3f %10.3f %10.3f %10.3f %10.3f %8.2f %8.3f |", B, t_decode, t_draft,
+                  t_verify, t_chunk, t_ctx_max, t_verify / t_decode, t_draft / t_decode);
       for (double s : speedups) std::printf(" %12.2f", s);
       std::printf("\n");
       std::fflush(stdout);
