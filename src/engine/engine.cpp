@@ -43,14 +43,15 @@ double now_seconds() {
 // (target and drafter share block ids), never more blocks than max_num_seqs full-length
 // sequences need.
 CacheSizes plan_cache(const ModelConfig& model, const EngineConfig& config,
-                      const DFlashDrafter* drafter) {
+                      const DFlashDrafter* drafter, size_t kv_elem_bytes) {
   CacheSizes sizes;
   sizes.block_size = config.block_size;
   const int32_t spec_tokens = drafter ? config.num_speculative_tokens : 0;
   sizes.num_state_slots = config.max_num_seqs * (1 + spec_tokens);
   size_t slot_bytes = ModelCache::state_slot_bytes(model);
-  size_t block_bytes = ModelCache::kv_block_bytes(model, config.block_size, sizeof(float));
-  if (drafter) block_bytes += DraftCache::block_bytes(drafter->config(), config.block_size, sizeof(float));
+  size_t block_bytes = ModelCache::kv_block_bytes(model, config.block_size, kv_elem_bytes);
+  if (drafter)
+    block_bytes += DraftCache::block_bytes(drafter->config(), config.block_size, kv_elem_bytes);
   size_t slots_total = slot_bytes * sizes.num_state_slots;
   BF_CHECK(slots_total < config.cache_memory_bytes, "cache memory (", config.cache_memory_bytes,
            " bytes) cannot hold the Gated DeltaNet states of ", config.max_num_seqs,
@@ -92,7 +93,8 @@ Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> to
         return config;
       }()),
       cache_(ModelCache::allocate(model_->backend(), model_->config(),
-                                  plan_cache(model_->config(), config_, drafter.get()))),
+                                  plan_cache(model_->config(), config_, drafter.get(),
+                                             dtype_size(model_->backend().activation_dtype())))),
       scheduler_(scheduler_config(config_, cache_.sizes.num_blocks,
                                   cache_.sizes.num_state_slots)),
       drafter_(std::move(drafter)) {

@@ -45,7 +45,8 @@ void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   be.slice_columns(conv_out, key_dim, k);
   be.slice_columns(conv_out, 2 * key_dim, v);
 
-  Tensor g = be.empty({T, hv}), beta = be.empty({T, hv});
+  // The gates stay f32 on every backend: the decay g compounds over the whole sequence.
+  Tensor g = be.empty({T, hv}, DType::kF32), beta = be.empty({T, hv}, DType::kF32);
   be.gdn_gates(a, b, A_log, dt_bias, g, beta);
 
   GdnDims dims{.num_k_heads = static_cast<int32_t>(hk),
