@@ -5,7 +5,8 @@
 # repository root): `bash tools/gpu_dflash.sh` runs
 #   1. the DFlash engine + drafter-golden tests on CUDA, f32 storage (exact: greedy with a
 #      drafter == without, token for token) and bf16 storage (the serving mode);
-#   2. `bench spec` on Qwen3.5-27B + its drafter's shapes (dummy weights), batch 1, 4, 16;
+#   2. the CUDA whole-model goldens (test_cuda), as the model code they drive is shared;
+#   3. `bench spec` on Qwen3.5-27B + its drafter's shapes (dummy weights), batch 1, 4, 16;
 # and leaves the logs and a summary under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,11 +14,11 @@ if [[ "${1:-run}" == pack ]]; then
   set -e
   B=build-dflash-cuda
   cmake -S . -B $B -DBLOCKFLASH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build $B -j"$(nproc)" --target blockflash test_engine
+  cmake --build $B -j"$(nproc)" --target blockflash test_engine test_cuda
   grep -qx '/.gpu-dflash/' .git/info/exclude || echo '/.gpu-dflash/' >> .git/info/exclude
   grep -qx '/build-dflash-cuda/' .git/info/exclude || echo '/build-dflash-cuda/' >> .git/info/exclude
   rm -rf .gpu-dflash && mkdir -p .gpu-dflash/stage/bin .gpu-dflash/stage/lib
-  cp $B/blockflash $B/tests/test_engine .gpu-dflash/stage/bin/
+  cp $B/blockflash $B/tests/test_engine $B/tests/test_cuda .gpu-dflash/stage/bin/
   for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpcre2-8.so.0 libutf8proc.so.2 \
            libcpp-httplib.so.0.11 libbrotlidec.so.1 libbrotlienc.so.1 libbrotlicommon.so.1; do
     cp -L "/lib/x86_64-linux-gnu/$l" .gpu-dflash/stage/lib/
@@ -42,6 +43,11 @@ for dtype in f32 bf16; do
   note "DFlash tests on CUDA ($dtype) rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$DEST/dflash_tests_$dtype.log" | tr '\n' ' ')"
   grep -E '^\[  FAILED|^\[       OK' "$DEST/dflash_tests_$dtype.log" | head -20
 done
+
+# The whole-model GPU goldens too (tests/cuda), since the model code these tests drive changed.
+BLOCKFLASH_TEST_DATA_DIR=$PWD/tests timeout 120 $G/bin/test_cuda --gtest_filter='*Golden*:*Batch*:*Chunk*' \
+  --gtest_color=no > "$DEST/cuda_goldens.log" 2>&1
+note "CUDA model goldens rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$DEST/cuda_goldens.log" | tr '\n' ' ')"
 
 timeout 330 $G/bin/blockflash bench spec --device cuda --load-format dummy \
   --model bench/configs/qwen3.5-27b.json --draft bench/configs/qwen3.5-27b-dflash.json \

@@ -16,6 +16,8 @@
 //    (checked op by op in cuda_ops_test), is what proves the path right end to end.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -41,7 +43,11 @@ Mode mode_of(const std::string& dtype) {
   return dtype == "f32" ? Mode{DType::kF32, 5e-3, 2e-3, true} : Mode{DType::kBF16, 0.5, 0.5, false};
 }
 
-fs::path goldens_dir() { return fs::path(BLOCKFLASH_TEST_DATA_DIR) / "goldens"; }
+// BLOCKFLASH_TEST_DATA_DIR in the environment overrides the build's path (packed binaries).
+fs::path goldens_dir() {
+  const char* dir = std::getenv("BLOCKFLASH_TEST_DATA_DIR");
+  return fs::path(dir != nullptr ? dir : BLOCKFLASH_TEST_DATA_DIR) / "goldens";
+}
 
 using Param = std::tuple<std::string, std::string>;  // case, dtype
 
