@@ -47,18 +47,35 @@ CacheSizes plan_cache(const ModelConfig& model, const EngineConfig& config,
   CacheSizes sizes;
   sizes.block_size = config.block_size;
   const int32_t spec_tokens = drafter ? config.num_speculative_tokens : 0;
-  sizes.num_state_slots = config.max_num_seqs * (1 + spec_tokens);
+  const int32_t slots_per_seq = 1 + spec_tokens;
   size_t slot_bytes = ModelCache::state_slot_bytes(model);
   size_t block_bytes = ModelCache::kv_block_bytes(model, config.block_size, kv_elem_bytes);
   if (drafter)
     block_bytes += DraftCache::block_bytes(drafter->config(), config.block_size, kv_elem_bytes);
-  size_t slots_total = slot_bytes * sizes.num_state_slots;
-  BF_CHECK(slots_total < config.cache_memory_bytes, "cache memory (", config.cache_memory_bytes,
-           " bytes) cannot hold the Gated DeltaNet states of ", config.max_num_seqs,
-           " sequences (", slots_total, " bytes); lower --max-num-seqs");
   int64_t blocks_per_seq =
       (config.max_model_len + spec_tokens + config.block_size - 1) / config.block_size;
-  int64_t wanted = blocks_per_seq * config.max_num_seqs;
+  // States of max_num_seqs sequences, unless they would leave no room for the KV blocks of one
+  // max_model_len sequence (1 + K slots each with speculation: 2.5 GB per Qwen3.5-27B
+  // sequence at K = 15); then fewer sequences run at once (the scheduler admits by free
+  // slots), as vLLM caps concurrency by what the cache holds.
+  int32_t num_seqs_with_states = config.max_num_seqs;
+  const size_t seq_state_bytes = slot_bytes * slots_per_seq;
+  const size_t one_seq_blocks = static_cast<size_t>(blocks_per_seq) * block_bytes;
+  if (seq_state_bytes > 0 &&
+      seq_state_bytes * num_seqs_with_states + one_seq_blocks > config.cache_memory_bytes &&
+      config.cache_memory_bytes > one_seq_blocks + seq_state_bytes) {
+    num_seqs_with_states = static_cast<int32_t>(
+        (config.cache_memory_bytes - one_seq_blocks) / seq_state_bytes);
+    log_warn("Gated DeltaNet states of ", config.max_num_seqs, " sequences (", slots_per_seq,
+             " slots each, ", seq_state_bytes, " bytes per sequence) do not fit next to the KV "
+             "cache: at most ", num_seqs_with_states, " sequences run at once");
+  }
+  sizes.num_state_slots = num_seqs_with_states * slots_per_seq;
+  size_t slots_total = slot_bytes * sizes.num_state_slots;
+  BF_CHECK(slots_total < config.cache_memory_bytes, "cache memory (", config.cache_memory_bytes,
+           " bytes) cannot hold the Gated DeltaNet states of one sequence (", slots_total,
+           " bytes)");
+  int64_t wanted = blocks_per_seq * num_seqs_with_states;
   int64_t affordable = block_bytes == 0 ? wanted
                                         : static_cast<int64_t>((config.cache_memory_bytes - slots_total) / block_bytes);
   sizes.num_blocks = static_cast<int32_t>(std::min<int64_t>({wanted, affordable, 1 << 30}));

@@ -314,6 +314,34 @@ TEST(DFlashEngine, PreemptionUnderATightCacheStaysExact) {
   EXPECT_GT(engine.stats().num_preemptions, 0) << "the cache was meant to force preemption";
 }
 
+// With speculation each sequence holds 1 + K state slots; when max_num_seqs sequences'
+// states do not fit next to one sequence's KV blocks, fewer run at once (startup warns), and
+// every request still completes exactly.
+TEST(DFlashEngine, StateMemoryCapsConcurrency) {
+  const Pair pair = kPairs[0];
+  std::vector<EngineRequest> requests = some_requests(9, 6, 12);
+  std::vector<Output> want;
+  {
+    auto plain = make_engine(pair, false);
+    for (const EngineRequest& r : requests) want.push_back(run(*plain, {r})[0]);
+  }
+  auto backend = test_backend();
+  auto model = Model::load(goldens() / pair.target, *backend);
+  auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(goldens() / pair.target));
+  auto drafter = DFlashDrafter::load(goldens() / pair.drafter, *model);
+  EngineConfig config;
+  config.max_model_len = 128;
+  config.max_num_seqs = 16;
+  const size_t elem = dtype_size(backend->activation_dtype());
+  const size_t per_block = ModelCache::kv_block_bytes(model->config(), 16, elem) +
+                           DraftCache::block_bytes(drafter->config(), 16, elem);
+  const size_t per_seq_states = ModelCache::state_slot_bytes(model->config()) * (1 + 7);
+  config.cache_memory_bytes = per_seq_states * 3 + per_block * 9 + per_block / 2;
+  Engine engine(std::move(model), tokenizer, config, std::move(drafter));
+  EXPECT_EQ(engine.stats().num_state_slots, 3 * (1 + 7));
+  expect_same(run(engine, requests), want);
+}
+
 TEST(DFlashEngine, StopsAndLimitsInsideAnAcceptedBlock) {
   const Pair pair = kPairs[0];
   std::vector<EngineRequest> base = some_requests(5, 3, 30);
