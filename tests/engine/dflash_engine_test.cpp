@@ -15,44 +15,19 @@
 #include <map>
 #include <random>
 
+#include "device_under_test.h"
 #include "engine/engine.h"
-
-#ifdef BLOCKFLASH_HAVE_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
 #include "model/dflash_drafter.h"
 
 namespace bf {
 namespace {
 
-// The backend under test: the CPU reference, or CUDA with BLOCKFLASH_TEST_DEVICE=cuda (the
-// GPU script runs these tests that way, in f32 and bf16 storage: BLOCKFLASH_CUDA_DTYPE).
-// bf16 storage (CUDA's serving mode) rounds a 1+K-row verify differently from a one-row
+// On a bf16 backend (CUDA's serving mode) a 1+K-row verify rounds differently from a one-row
 // decode, so greedy near-ties may flip: see expect_same.
-bool g_bf16 = false;
-
-std::unique_ptr<Backend> test_backend() {
-  const char* device = std::getenv("BLOCKFLASH_TEST_DEVICE");
-  if (device != nullptr && std::string(device) == "cuda") {
-#ifdef BLOCKFLASH_HAVE_CUDA
-    auto backend = make_cuda_backend();
-    g_bf16 = backend->activation_dtype() == DType::kBF16;
-    return backend;
-#else
-    throw std::runtime_error("BLOCKFLASH_TEST_DEVICE=cuda in a build without CUDA");
-#endif
-  }
-  return make_cpu_backend();
-}
-
 namespace fs = std::filesystem;
+using test::backend_under_test;
 
-// BLOCKFLASH_TEST_DATA_DIR in the environment overrides the build's path (binaries packed
-// for another machine, as tools/gpu_dflash.sh does).
-fs::path goldens() {
-  const char* dir = std::getenv("BLOCKFLASH_TEST_DATA_DIR");
-  return fs::path(dir != nullptr ? dir : BLOCKFLASH_TEST_DATA_DIR) / "goldens";
-}
+fs::path goldens() { return test::goldens_dir(); }
 
 struct Pair {
   const char* target;
@@ -73,7 +48,7 @@ struct Output {
 std::unique_ptr<Engine> make_engine(const Pair& pair, bool speculative, EngineConfig config = {}) {
   static std::map<std::string, std::unique_ptr<Backend>> backends;
   auto& backend = backends[pair.target];
-  if (!backend) backend = test_backend();
+  if (!backend) backend = backend_under_test();
   auto model = Model::load(goldens() / pair.target, *backend);
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(goldens() / pair.target));
   std::unique_ptr<DFlashDrafter> drafter;
@@ -141,7 +116,7 @@ std::vector<EngineRequest> some_requests(uint32_t seed, int count, int max_token
 // rounding (0.05-0.2 nats between a verify row and a decode row were measured on the H200),
 // so bf16 shows the size of the drift; f32 mode is the exact check.
 void expect_same(const std::vector<Output>& got, const std::vector<Output>& want) {
-  const double tol = g_bf16 ? 0.25 : 1e-3;
+  const double tol = test::bf16_storage() ? 0.25 : 1e-3;
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
     SCOPED_TRACE("request " + std::to_string(i));
@@ -150,7 +125,7 @@ void expect_same(const std::vector<Output>& got, const std::vector<Output>& want
       if (got[i].ids[t] == want[i].ids[t]) continue;
       const auto& top = want[i].logprobs.at(t).top;
       const double gap = top.size() >= 2 ? top[0].logprob - top[1].logprob : 1.0;
-      EXPECT_TRUE(g_bf16 && gap < tol) << "token " << t << " differs (" << got[i].ids[t]
+      EXPECT_TRUE(test::bf16_storage() && gap < tol) << "token " << t << " differs (" << got[i].ids[t]
                                        << " vs " << want[i].ids[t] << "), top-2 gap " << gap;
       flip = t;
       break;
@@ -300,7 +275,7 @@ TEST(DFlashEngine, PreemptionUnderATightCacheStaysExact) {
   // Shrink the cache so that 8 concurrent sequences cannot all keep their blocks.
   EngineConfig tight = config;
   tight.max_num_seqs = 8;
-  auto backend = test_backend();
+  auto backend = backend_under_test();
   auto model = Model::load(goldens() / pair.target, *backend);
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(goldens() / pair.target));
   auto drafter = DFlashDrafter::load(goldens() / pair.drafter, *model);
@@ -325,7 +300,7 @@ TEST(DFlashEngine, StateMemoryCapsConcurrency) {
     auto plain = make_engine(pair, false);
     for (const EngineRequest& r : requests) want.push_back(run(*plain, {r})[0]);
   }
-  auto backend = test_backend();
+  auto backend = backend_under_test();
   auto model = Model::load(goldens() / pair.target, *backend);
   auto tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_model_dir(goldens() / pair.target));
   auto drafter = DFlashDrafter::load(goldens() / pair.drafter, *model);
@@ -473,7 +448,7 @@ TEST(DFlashEngine, SampledOutputsHaveTheSameDistribution) {
 
 // Greedy drafting's device argmax against the CPU scan of the same (stored) values.
 TEST(DFlashEngine, BackendArgmaxMatchesTheHostScan) {
-  auto backend = test_backend();
+  auto backend = backend_under_test();
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> value(-4, 4);
   const int64_t rows = 7, n = 5000;

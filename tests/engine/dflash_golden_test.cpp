@@ -12,42 +12,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "device_under_test.h"
 #include "engine/engine.h"
 
-#ifdef BLOCKFLASH_HAVE_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
 #include "engine/logprobs.h"
 
 namespace bf {
 namespace {
 
-// The backend under test: the CPU reference, or CUDA with BLOCKFLASH_TEST_DEVICE=cuda (the
-// GPU script runs these tests that way, in f32 and bf16 storage: BLOCKFLASH_CUDA_DTYPE).
-bool g_bf16 = false;  // bf16 storage: the test skips itself (see below)
-
-std::unique_ptr<Backend> test_backend() {
-  const char* device = std::getenv("BLOCKFLASH_TEST_DEVICE");
-  if (device != nullptr && std::string(device) == "cuda") {
-#ifdef BLOCKFLASH_HAVE_CUDA
-    auto backend = make_cuda_backend();
-    g_bf16 = backend->activation_dtype() == DType::kBF16;
-    return backend;
-#else
-    throw std::runtime_error("BLOCKFLASH_TEST_DEVICE=cuda in a build without CUDA");
-#endif
-  }
-  return make_cpu_backend();
-}
-
 namespace fs = std::filesystem;
+using test::backend_under_test;
 
-// BLOCKFLASH_TEST_DATA_DIR in the environment overrides the build's path (binaries packed
-// for another machine, as tools/gpu_dflash.sh does).
-fs::path goldens() {
-  const char* dir = std::getenv("BLOCKFLASH_TEST_DATA_DIR");
-  return fs::path(dir != nullptr ? dir : BLOCKFLASH_TEST_DATA_DIR) / "goldens";
-}
+fs::path goldens() { return test::goldens_dir(); }
 // f32 backends (the CPU, CUDA's f32 mode) reproduce the f32 reference: logprobs within 2e-3,
 // every step and the output identical.
 constexpr double kLogprobTolerance = 2e-3;
@@ -62,8 +38,8 @@ TEST_P(DFlashGolden, EngineReproducesTheReferenceLoop) {
   const std::string target = golden["target"];
   const int32_t block = golden["block_size"];
 
-  auto backend = test_backend();
-  if (g_bf16)
+  auto backend = backend_under_test();
+  if (test::bf16_storage())
     GTEST_SKIP() << "bf16 storage: the f32 reference is checked in f32 mode; on these tiny random "
                     "checkpoints bf16 drifts chaotically (0.1-2.3 nats at the first draft step, "
                     "measured on the H200), so no tolerance would test the drafter";
