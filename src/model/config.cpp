@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/config_fields.h"
 
 namespace bf {
 namespace {
@@ -19,34 +20,14 @@ const std::set<std::string>& supported_architectures() {
   return names;
 }
 
-// Reads an integer field; `fallback` < 0 means the field is required.
 int32_t get_int(const json& object, const char* key, int64_t fallback = -1) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) {
-    BF_CHECK(fallback >= 0, "config.json: missing required field '", key, "'");
-    return static_cast<int32_t>(fallback);
-  }
-  BF_CHECK(it->is_number_integer(), "config.json: field '", key, "' must be an integer, got ",
-           it->dump());
-  int64_t value = it->get<int64_t>();
-  BF_CHECK(value >= 0 && value < (int64_t{1} << 31), "config.json: field '", key,
-           "' out of range: ", value);
-  return static_cast<int32_t>(value);
+  return config_int(object, key, fallback, "config.json");
 }
-
 double get_number(const json& object, const char* key, double fallback) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) return fallback;
-  BF_CHECK(it->is_number(), "config.json: field '", key, "' must be a number, got ", it->dump());
-  return it->get<double>();
+  return config_number(object, key, fallback, "config.json");
 }
-
 bool get_bool(const json& object, const char* key, bool fallback) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) return fallback;
-  BF_CHECK(it->is_boolean(), "config.json: field '", key, "' must be true or false, got ",
-           it->dump());
-  return it->get<bool>();
+  return config_bool(object, key, fallback, "config.json");
 }
 
 void append_eos_ids(const json& object, std::vector<int32_t>& ids) {

@@ -5,32 +5,20 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/config_fields.h"
 
 namespace bf {
 namespace {
 
 using nlohmann::json;
 
-int32_t get_int(const json& object, const char* key, int64_t fallback = -1) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) {
-    BF_CHECK(fallback >= 0, "drafter config.json: missing required field '", key, "'");
-    return static_cast<int32_t>(fallback);
-  }
-  BF_CHECK(it->is_number_integer(), "drafter config.json: field '", key,
-           "' must be an integer, got ", it->dump());
-  int64_t value = it->get<int64_t>();
-  BF_CHECK(value >= 0 && value < (int64_t{1} << 31), "drafter config.json: field '", key,
-           "' out of range: ", value);
-  return static_cast<int32_t>(value);
-}
+constexpr const char* kFile = "drafter config.json";
 
+int32_t get_int(const json& object, const char* key, int64_t fallback = -1) {
+  return config_int(object, key, fallback, kFile);
+}
 double get_number(const json& object, const char* key, double fallback) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) return fallback;
-  BF_CHECK(it->is_number(), "drafter config.json: field '", key, "' must be a number, got ",
-           it->dump());
-  return it->get<double>();
+  return config_number(object, key, fallback, kFile);
 }
 
 std::vector<bool> parse_layer_types(const json& config, int32_t num_layers) {
