@@ -460,12 +460,20 @@ void Engine::step() {
   ForwardOutput output =
       model_->forward(batch, cache_, drafter_ ? drafter_->tap_layers() : no_taps,
                       argmax_only ? LogitsOutput::kArgmax : LogitsOutput::kFull);
-  const int32_t vocab = model_->config().vocab_size;
+  StepSamples samples = sample_step(plan, drafts, output, argmax_only);
+  if (drafter_) write_draft_context(plan, batch, output, samples.verified);
+  commit_step(plan, drafts, samples);
+  if (drafter_) log_spec_stats();
+  send_finished();
+}
 
-  // Walk the plan in order: each entry's logits rows are consecutive in batch.logits_rows.
-  std::vector<int32_t> sampled;
-  std::vector<SampleResult> samples;
-  std::vector<VerifyResult> verified(plan.seqs.size());
+// Walks the plan in order: each entry's logits rows are consecutive in batch.logits_rows.
+Engine::StepSamples Engine::sample_step(const StepPlan& plan,
+                                        const std::vector<std::vector<int32_t>>& drafts,
+                                        const ForwardOutput& output, bool argmax_only) {
+  const int32_t vocab = model_->config().vocab_size;
+  StepSamples out;
+  out.verified.resize(plan.seqs.size());
   size_t row = 0;
   for (size_t e = 0; e < plan.seqs.size(); ++e) {
     const ScheduledSequence& entry = plan.seqs[e];
@@ -474,17 +482,18 @@ void Engine::step() {
     if (entry.num_draft_tokens > 0) {
       const size_t rows = drafts[e].size() + 1;
       if (argmax_only) {
-        verified[e] = verify_greedy(std::span<const int32_t>(output.argmax).subspan(row, rows),
-                                    drafts[e]);
+        out.verified[e] = verify_greedy(
+            std::span<const int32_t>(output.argmax).subspan(row, rows), drafts[e]);
       } else {
         std::span<const float> logits(output.logits.f32() + row * vocab, rows * vocab);
-        verified[e] = verify_draft(logits, vocab, drafts[e], context.params,
-                                   seq.prompt_token_ids, seq.output_token_ids,
-                                   model_->config().eos_token_ids, context.seed,
-                                   seq.output_token_ids.size());
+        out.verified[e] = verify_draft(logits, vocab, drafts[e], context.params,
+                                       seq.prompt_token_ids, seq.output_token_ids,
+                                       model_->config().eos_token_ids, context.seed,
+                                       seq.output_token_ids.size());
       }
       row += rows;
-      sampled.push_back(verified[e].tokens[0].token);  // placeholder: commit skips verify entries
+      // A placeholder: Scheduler::commit skips verify entries (commit_verified commits them).
+      out.sampled.push_back(out.verified[e].tokens[0].token);
       continue;
     }
     if (!context.prompt_logprobs_done) {
@@ -503,17 +512,20 @@ void Engine::step() {
                             seq.output_token_ids.size());
     }
     ++row;
-    sampled.push_back(sample.token);
-    samples.push_back(std::move(sample));
+    out.sampled.push_back(sample.token);
+    out.samples.push_back(std::move(sample));
   }
-  if (drafter_) write_draft_context(plan, batch, output, verified);
-  scheduler_.commit(plan, sampled);
+  return out;
+}
 
+void Engine::commit_step(const StepPlan& plan, const std::vector<std::vector<int32_t>>& drafts,
+                         const StepSamples& samples) {
+  scheduler_.commit(plan, samples.sampled);
   size_t sample_index = 0;
   for (size_t e = 0; e < plan.seqs.size(); ++e) {
     const ScheduledSequence& entry = plan.seqs[e];
     if (entry.num_draft_tokens > 0) {
-      commit_verified(entry, drafts[e], verified[e]);
+      commit_verified(entry, drafts[e], samples.verified[e]);
       continue;
     }
     if (!entry.needs_sample) continue;
@@ -521,10 +533,8 @@ void Engine::step() {
     SequenceContext& context = contexts_.at(seq.id);
     SequenceUpdate& update = pending_updates_[seq.id];
     update.id = seq.id;
-    process_new_token(seq, context, samples[sample_index++], update);
+    process_new_token(seq, context, samples.samples[sample_index++], update);
   }
-  if (drafter_) log_spec_stats();
-  send_finished();
 }
 
 // Sends every pending update: running sequences get the text that is safe to stream,

@@ -114,6 +114,19 @@ class Engine {
   void commit_verified(const ScheduledSequence& entry, const std::vector<int32_t>& draft,
                        const VerifyResult& result);
   void log_spec_stats();
+  // What one step drew: a token per sampling entry (plan order; a placeholder for verify
+  // entries), the sample details of the plain ones, and each verify entry's outcome.
+  struct StepSamples {
+    std::vector<int32_t> sampled;
+    std::vector<SampleResult> samples;
+    std::vector<VerifyResult> verified;  // per plan entry (empty for plain ones)
+  };
+  StepSamples sample_step(const StepPlan& plan, const std::vector<std::vector<int32_t>>& drafts,
+                          const ForwardOutput& output, bool argmax_only);
+  // Commits the step's tokens: plain entries through the scheduler, verify entries token by
+  // token (stops inside an accepted block end the sequence there).
+  void commit_step(const StepPlan& plan, const std::vector<std::vector<int32_t>>& drafts,
+                   const StepSamples& samples);
   // Whether every row with logits in the plan is a greedy sample that needs nothing but the
   // argmax (no logprobs, penalties or min_tokens masking): then only ids leave the device.
   bool argmax_suffices(const StepPlan& plan) const;
