@@ -70,6 +70,32 @@ TEST_F(CudaOps, MatmulSkinnyGemv) {
   }
 }
 
+TEST_F(CudaOps, MatmulSkinnyGemvEveryConfig) {
+  // Each gemv configuration (rows per warp x column slices) pinned, on shapes that leave
+  // partial row groups, partial slices and slices shorter than a warp's step.
+  for (int config = 0; config < 12; ++config) {
+    setenv("BLOCKFLASH_GEMV", "always", 1);
+    setenv("BLOCKFLASH_GEMV_CONFIG", std::to_string(config).c_str(), 1);
+    auto gpu = make_cuda_backend();
+    unsetenv("BLOCKFLASH_GEMV");
+    unsetenv("BLOCKFLASH_GEMV_CONFIG");
+    for (auto [m, n, k] : {std::tuple{1, 300, 520}, {2, 77, 2048}, {3, 1000, 64}, {5, 48, 5120},
+                           {8, 129, 2056}, {1, 9, 4096}}) {
+      Tensor x = rand_bf16({m, k}, rng_), w = rand_bf16({n, k}, rng_, -0.1f, 0.1f);
+      Tensor want = Tensor::empty({m, n});
+      cpu_->matmul(x, w, want);
+      Tensor got = poisoned(*gpu, {m, n});
+      gpu->matmul(to_device(*gpu, x), gpu->upload(w), got);
+      EXPECT_TRUE(close(gpu->to_host(got), want, 1e-2))
+          << "config " << config << ": " << m << "x" << n << "x" << k;
+      Tensor got32 = poisoned(*gpu, {m, n}, DType::kF32);
+      gpu->matmul(to_device(*gpu, x), gpu->upload(w), got32);
+      EXPECT_TRUE(close(gpu->to_host(got32), want, 1e-3))
+          << "f32 out, config " << config << ": " << m << "x" << n << "x" << k;
+    }
+  }
+}
+
 TEST_F(CudaOps, Norms) {
   const int rows = 37, dim = 320;
   Tensor x = rand_bf16({rows, dim}, rng_, -3, 3), w = rand_bf16({dim}, rng_);

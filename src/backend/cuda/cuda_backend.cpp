@@ -225,6 +225,7 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_WARPS")) flash_warps_ = std::atoi(e);
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
+    if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
     log_info("cuda: ", ctx_.caps.name, " (sm_", ctx_.caps.cc, ", ", ctx_.caps.num_sms, " SMs, ",
              ctx_.caps.total_memory >> 30, " GiB, ", ctx_.caps.smem_per_block / 1024,
              " KB shared memory per block)");
@@ -462,19 +463,40 @@ class CudaBackend final : public Backend {
     // Decode-sized GEMMs: the skinny kernel where it beats cuBLASLt (timed once per shape).
     if (xdt == kDtBF16 && wdt == kDtBF16 &&
         gemv_supported(m, k, x.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block))) {
-      auto run_gemv = [&] { launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, ctx_.stream); };
+      auto run_gemv = [&](int config) {
+        launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, config, ctx_.stream);
+      };
       const auto key = std::make_tuple(m, n, k, odt);
       auto it = gemv_choice_.find(key);
-      if (it == gemv_choice_.end() && gemv_mode_ != 0) {
-        it = gemv_choice_.emplace(key, gemv_mode_ > 0).first;
-      } else if (it == gemv_choice_.end()) {
-        const float t_gemv = time_ms(run_gemv), t_lt = time_ms(run_lt);
-        it = gemv_choice_.emplace(key, t_gemv < t_lt).first;
-        log_debug("matmul [", m, ", ", k, "] x [", n, ", ", k, "]^T: gemv ", t_gemv * 1e3,
-                  " us, cuBLASLt ", t_lt * 1e3, " us -> ", t_gemv < t_lt ? "gemv" : "cuBLASLt");
+      if (it == gemv_choice_.end()) {
+        // The gemv configuration: pinned (BLOCKFLASH_GEMV_CONFIG) or the fastest of the
+        // useful ones; then gemv against cuBLASLt unless BLOCKFLASH_GEMV pins that too.
+        const bool pinned = gemv_config_ >= 0 && gemv_config_ < gemv_num_configs();
+        int best = -1;
+        float t_best = 0;
+        if (!pinned && gemv_mode_ >= 0) {
+          for (int c = 0; c < gemv_num_configs(); ++c) {
+            if (!gemv_config_useful(c, n, k)) continue;
+            const float t = time_ms([&] { run_gemv(c); });
+            if (best < 0 || t < t_best) best = c, t_best = t;
+          }
+        }
+        if (best < 0) {
+          best = pinned ? gemv_config_ : 0;
+          if (gemv_mode_ == 0) t_best = time_ms([&] { run_gemv(best); });
+        }
+        int choice = gemv_mode_ > 0 ? best : -1;
+        if (gemv_mode_ == 0) {
+          const float t_lt = time_ms(run_lt);
+          if (t_best < t_lt) choice = best;
+          log_debug("matmul [", m, ", ", k, "] x [", n, ", ", k, "]^T: gemv (config ", best, ") ",
+                    t_best * 1e3, " us, cuBLASLt ", t_lt * 1e3, " us -> ",
+                    choice >= 0 ? "gemv" : "cuBLASLt");
+        }
+        it = gemv_choice_.emplace(key, choice).first;
       }
-      if (it->second) {
-        run_gemv();
+      if (it->second >= 0) {
+        run_gemv(it->second);
         return;
       }
     }
@@ -958,7 +980,9 @@ class CudaBackend final : public Backend {
   DType act_;
   KernelSelector selector_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int, int, int>, MatmulPlan> plans_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int>, bool> gemv_choice_;  // true: gemv wins
+  // gemv configuration per shape, -1: cuBLASLt wins
+  std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> gemv_choice_;
+  int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
   int flash_warps_ = 4;  // BLOCKFLASH_FLASH_WARPS=8: 128-query tiles where shared memory allows
   static constexpr size_t kStagingBytes = size_t{32} << 20;

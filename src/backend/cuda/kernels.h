@@ -87,11 +87,14 @@ struct AttnArgs {
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,
                         int64_t m, int64_t n, int64_t k, cudaStream_t s);
-// Skinny bf16 GEMM for m <= 8 (kernels_gemv.cu); x and w 16-byte aligned, k % 8 == 0, x in
-// shared memory (m * k * 2 <= max_smem bytes).
+// Skinny bf16 GEMM for m <= 8 (kernels_gemv.cu); x and w 16-byte aligned, k % 8 == 0.
+// `config` picks rows per warp and column slices (0 .. gemv_num_configs()-1; every one gives
+// the op's result, the backend keeps the fastest per shape; 0 is always useful).
 bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w, int max_smem);
+int gemv_num_configs();
+bool gemv_config_useful(int config, int64_t n, int64_t k);
 void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
-                 int64_t k, cudaStream_t s);
+                 int64_t k, int config, cudaStream_t s);
 // Portable SIMT kernel (any sm): warps over keys, online softmax, optional split-KV.
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
 

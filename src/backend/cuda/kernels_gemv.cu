@@ -1,7 +1,13 @@
 // Skinny GEMM for decode (M <= 8 rows): out[m, n] = x[m, :] · w[n, :], bf16 x and w, f32
-// accumulation. Memory-bound on w: each warp streams kRows rows of w with 16-byte loads, x sits
-// in shared memory, one warp reduction per output. The backend times it against cuBLASLt
-// once per shape and keeps the faster.
+// accumulation. Memory-bound on w. A block is 8 warps; each warp streams R rows of w with
+// 16-byte loads, U chunks of 256 columns at a time (all of a step's loads are issued before
+// any is used, so each lane keeps R·U loads in flight), and reads x through the L1 cache (it
+// is small and every warp of the SM reads it). With `splits` > 1 the columns are cut into that
+// many contiguous slices, one warp each, and the slices' warp sums are added in slice order
+// (few output rows: more warps in flight; many rows: fewer waves). Per row the order of the
+// additions depends on (splits, k) only, never on M or R: lane sums in column order, a warp
+// reduction, then the slices in order. The backend times the configurations against each
+// other and cuBLASLt once per shape and keeps the fastest.
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
@@ -10,90 +16,154 @@
 namespace bf::cuda {
 namespace {
 
-constexpr int kRows = 2;  // w rows per warp
+constexpr int kWarps = 8;
 
-template <int M>
-__global__ void __launch_bounds__(256) gemv_kernel(const __nv_bfloat16* x, const __nv_bfloat16* w,
-                                                   void* out, int out_dt, int64_t n, int64_t k) {
-  extern __shared__ __align__(16) uint8_t smem_raw[];
-  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  for (int64_t i = threadIdx.x * 8; i < M * k; i += blockDim.x * 8)
-    *reinterpret_cast<uint4*>(xs + i) = *reinterpret_cast<const uint4*>(x + i);
-  __syncthreads();
+struct GemvConfig {
+  int rows;    // R: w rows per warp
+  int splits;  // column slices (warps per row group)
+};
+constexpr GemvConfig kConfigs[] = {{1, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {4, 2},
+                                   {1, 4}, {2, 4}, {4, 4}, {1, 8}, {2, 8}, {4, 8}};
+constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
+
+template <int M, int R>
+__host__ __device__ constexpr int steps_in_flight() {
+  constexpr int budget = M <= 2 ? 8 : M <= 4 ? 4 : 2;  // 16-byte w loads per lane per step
+  return budget / R > 0 ? budget / R : 1;
+}
+
+template <int M, int R>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                void* out, int out_dt, int64_t n, int64_t k, int splits, int64_t slice) {
+  constexpr int U = steps_in_flight<M, R>();
+  __shared__ float part[kWarps][R][M];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * 8 + warp) * kRows;
-  if (row0 >= n) return;
-  float acc[kRows][M];
+  const int groups = kWarps / splits;
+  const int g = warp / splits, s = warp % splits;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups + g) * R;
+  const int64_t begin = s * slice;
+  const int64_t end = begin + slice < k ? begin + slice : k;
+  const __nv_bfloat16* wr[R];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r)
+  for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < n ? row0 + r : n - 1) * k;
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
-  for (int64_t c = lane * 8; c < k; c += 32 * 8) {
-    uint4 wv[kRows];
+  for (int64_t c0 = begin + lane * 8; c0 < end; c0 += 256 * U) {
+    uint4 wv[U][R];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const int64_t row = min(row0 + r, n - 1);
-      wv[r] = __ldg(reinterpret_cast<const uint4*>(w + row * k + c));
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * 256;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        wv[u][r] = c < end ? __ldg(reinterpret_cast<const uint4*>(wr[r] + c)) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const uint4 xv = *reinterpret_cast<const uint4*>(xs + m * k + c);
-      const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * 256;
+      if (c >= end) break;
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv[r]);
+      for (int m = 0; m < M; ++m) {
+        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + m * k + c));
+        const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 a = __bfloat1622float2(xp[e]), bb = __bfloat1622float2(wp[e]);
-          acc[r][m] += a.x * bb.x + a.y * bb.y;
+        for (int r = 0; r < R; ++r) {
+          const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv[u][r]);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float2 a = __bfloat1622float2(xp[e]), bb = __bfloat1622float2(wp[e]);
+            acc[r][m] += a.x * bb.x + a.y * bb.y;
+          }
         }
       }
     }
   }
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float v = warp_sum<32>(acc[r][m]);
-      if (lane == 0 && row0 + r < n) st(out, out_dt, m * n + row0 + r, v);
+    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum<32>(acc[r][m]);
+  if (splits == 1) {
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+          if (row0 + r < n) st(out, out_dt, m * n + row0 + r, acc[r][m]);
     }
+    return;
   }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < M; ++m) part[warp][r][m] = acc[r][m];
+  }
+  __syncthreads();
+  if (s == 0 && lane < R * M) {
+    const int r = lane / M, m = lane % M;
+    float v = part[warp][r][m];
+    for (int j = 1; j < splits; ++j) v += part[warp + j][r][m];
+    if (row0 + r < n) st(out, out_dt, m * n + row0 + r, v);
+  }
+}
+
+template <int M, int R>
+void launch_mr(const void* x, const void* w, void* out, int out_dt, int64_t n, int64_t k,
+               int splits, cudaStream_t s) {
+  const int groups = kWarps / splits;
+  const int64_t slice = ((k + splits - 1) / splits + 7) / 8 * 8;
+  const int blocks = ceil_div(ceil_div(n, R), groups);
+  gemv_kernel<M, R><<<blocks, kWarps * 32, 0, s>>>(static_cast<const __nv_bfloat16*>(x),
+                                                   static_cast<const __nv_bfloat16*>(w), out,
+                                                   out_dt, n, k, splits, slice);
+  BF_CUDA_LAUNCH_CHECK();
 }
 
 template <int M>
 void launch_m(const void* x, const void* w, void* out, int out_dt, int64_t n, int64_t k,
-              cudaStream_t s) {
-  const size_t smem = static_cast<size_t>(M) * k * 2;
-  static size_t configured = 0;
-  if (smem > 48 * 1024 && smem > configured) {
-    BF_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem)));
-    configured = smem;
+              const GemvConfig& c, cudaStream_t s) {
+  switch (c.rows) {
+    case 1: launch_mr<M, 1>(x, w, out, out_dt, n, k, c.splits, s); break;
+    case 2: launch_mr<M, 2>(x, w, out, out_dt, n, k, c.splits, s); break;
+    case 4: launch_mr<M, 4>(x, w, out, out_dt, n, k, c.splits, s); break;
+    default: fail("gemv: bad configuration");
   }
-  const int blocks = ceil_div(n, 8 * kRows);
-  gemv_kernel<M><<<blocks, 256, smem, s>>>(static_cast<const __nv_bfloat16*>(x),
-                                           static_cast<const __nv_bfloat16*>(w), out, out_dt, n, k);
-  BF_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w, int max_smem) {
+bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w, int /*max_smem*/) {
   return m >= 1 && m <= 8 && k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(w) % 16 == 0 && m * k * 2 <= max_smem;
+         reinterpret_cast<uintptr_t>(w) % 16 == 0;
+}
+
+int gemv_num_configs() { return kNumConfigs; }
+
+bool gemv_config_useful(int config, int64_t n, int64_t k) {
+  if (config < 0 || config >= kNumConfigs) return false;
+  const GemvConfig& c = kConfigs[config];
+  // Every slice at least one step of a warp (256 columns); no more rows per warp than rows.
+  if (c.splits > 1 && k < 256 * c.splits) return false;
+  if (c.rows > 1 && n < c.rows * kWarps) return false;
+  return true;
 }
 
 void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
-                 int64_t k, cudaStream_t s) {
+                 int64_t k, int config, cudaStream_t s) {
+  BF_CHECK(config >= 0 && config < kNumConfigs, "gemv: configuration ", config, " out of range");
+  const GemvConfig& c = kConfigs[config];
   switch (m) {
-    case 1: launch_m<1>(x, w, out, out_dt, n, k, s); break;
-    case 2: launch_m<2>(x, w, out, out_dt, n, k, s); break;
-    case 3: launch_m<3>(x, w, out, out_dt, n, k, s); break;
-    case 4: launch_m<4>(x, w, out, out_dt, n, k, s); break;
-    case 5: launch_m<5>(x, w, out, out_dt, n, k, s); break;
-    case 6: launch_m<6>(x, w, out, out_dt, n, k, s); break;
-    case 7: launch_m<7>(x, w, out, out_dt, n, k, s); break;
-    case 8: launch_m<8>(x, w, out, out_dt, n, k, s); break;
+    case 1: launch_m<1>(x, w, out, out_dt, n, k, c, s); break;
+    case 2: launch_m<2>(x, w, out, out_dt, n, k, c, s); break;
+    case 3: launch_m<3>(x, w, out, out_dt, n, k, c, s); break;
+    case 4: launch_m<4>(x, w, out, out_dt, n, k, c, s); break;
+    case 5: launch_m<5>(x, w, out, out_dt, n, k, c, s); break;
+    case 6: launch_m<6>(x, w, out, out_dt, n, k, c, s); break;
+    case 7: launch_m<7>(x, w, out, out_dt, n, k, c, s); break;
+    case 8: launch_m<8>(x, w, out, out_dt, n, k, c, s); break;
     default: fail("gemv: m ", m, " above 8");
   }
 }
