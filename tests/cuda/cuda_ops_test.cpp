@@ -96,6 +96,31 @@ TEST_F(CudaOps, MatmulSkinnyGemvEveryConfig) {
   }
 }
 
+TEST_F(CudaOps, MatmulGemvChain) {
+  // Back-to-back gemvs (each launched as a programmatic dependent of the one before: its w
+  // loads start early, x must still be the previous kernel's finished output): y = x W1ᵀ,
+  // z = y W2ᵀ, u = z W3ᵀ, with nothing between the launches.
+  setenv("BLOCKFLASH_GEMV", "always", 1);
+  auto gpu = make_cuda_backend();
+  unsetenv("BLOCKFLASH_GEMV");
+  const int k = 4096;
+  Tensor x = rand_bf16({1, k}, rng_), w1 = rand_bf16({k, k}, rng_, -0.05f, 0.05f);
+  Tensor w2 = rand_bf16({k, k}, rng_, -0.05f, 0.05f), w3 = rand_bf16({k, k}, rng_, -0.05f, 0.05f);
+  Tensor dw1 = gpu->upload(w1), dw2 = gpu->upload(w2), dw3 = gpu->upload(w3);
+  for (int rep = 0; rep < 3; ++rep) {
+    Tensor y = poisoned(*gpu, {1, k}), z = poisoned(*gpu, {1, k}), u = poisoned(*gpu, {1, k});
+    Tensor dx = to_device(*gpu, x);
+    gpu->matmul(dx, dw1, y);
+    gpu->matmul(y, dw2, z);
+    gpu->matmul(z, dw3, u);
+    Tensor y_cpu = Tensor::empty({1, k}), z_cpu = Tensor::empty({1, k}), u_cpu = Tensor::empty({1, k});
+    cpu_->matmul(x, w1, y_cpu);
+    cpu_->matmul(y_cpu, w2, z_cpu);
+    cpu_->matmul(z_cpu, w3, u_cpu);
+    EXPECT_TRUE(close(gpu->to_host(u), u_cpu, 3e-2)) << "rep " << rep;
+  }
+}
+
 TEST_F(CudaOps, Norms) {
   const int rows = 37, dim = 320;
   Tensor x = rand_bf16({rows, dim}, rng_, -3, 3), w = rand_bf16({dim}, rng_);

@@ -9,6 +9,8 @@
 // reduction, then the slices in order. The backend times the configurations against each
 // other and cuBLASLt once per shape and keeps the fastest.
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/kernels.h"
@@ -52,8 +54,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
-  for (int64_t c0 = begin + lane * 8; c0 < end; c0 += 256 * U) {
-    uint4 wv[U][R];
+  uint4 wv[U][R];
+  auto load_w = [&](int64_t c0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = c0 + u * 256;
@@ -61,6 +63,18 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int r = 0; r < R; ++r)
         wv[u][r] = c < end ? __ldg(reinterpret_cast<const uint4*>(wr[r] + c)) : make_uint4(0, 0, 0, 0);
     }
+  };
+  // The first step's w loads go out before waiting for the kernel before this one (launched
+  // with programmatic dependent launch, this block may start while that kernel drains): w is
+  // a weight, never written by the kernel just before. x is read and out written only after.
+  load_w(begin + lane * 8);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  // Everything before this grid is complete: the next gemv may start its w loads.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  for (int64_t c0 = begin + lane * 8; c0 < end; c0 += 256 * U) {
+    if (c0 != begin + lane * 8) load_w(c0);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = c0 + u * 256;
@@ -110,15 +124,40 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// Programmatic dependent launch (sm_90+): on unless BLOCKFLASH_GEMV_PDL=0.
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("BLOCKFLASH_GEMV_PDL");
+    if (e != nullptr && std::string(e) == "0") return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return on;
+}
+
 template <int M, int R>
 void launch_mr(const void* x, const void* w, void* out, int out_dt, int64_t n, int64_t k,
                int splits, cudaStream_t s) {
   const int groups = kWarps / splits;
   const int64_t slice = ((k + splits - 1) / splits + 7) / 8 * 8;
   const int blocks = ceil_div(ceil_div(n, R), groups);
-  gemv_kernel<M, R><<<blocks, kWarps * 32, 0, s>>>(static_cast<const __nv_bfloat16*>(x),
-                                                   static_cast<const __nv_bfloat16*>(w), out,
-                                                   out_dt, n, k, splits, slice);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kWarps * 32);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  BF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_kernel<M, R>, static_cast<const __nv_bfloat16*>(x),
+                                   static_cast<const __nv_bfloat16*>(w), out, out_dt, n, k,
+                                   splits, slice));
   BF_CUDA_LAUNCH_CHECK();
 }
 
