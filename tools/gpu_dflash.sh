@@ -15,17 +15,8 @@ if [[ "${1:-run}" == pack ]]; then
   B=build-dflash-cuda
   cmake -S . -B $B -DBLOCKFLASH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build $B -j"$(nproc)" --target blockflash test_engine test_cuda
-  grep -qx '/.gpu-dflash/' .git/info/exclude || echo '/.gpu-dflash/' >> .git/info/exclude
   grep -qx '/build-dflash-cuda/' .git/info/exclude || echo '/build-dflash-cuda/' >> .git/info/exclude
-  rm -rf .gpu-dflash && mkdir -p .gpu-dflash/stage/bin .gpu-dflash/stage/lib
-  cp $B/blockflash $B/tests/test_engine $B/tests/test_cuda .gpu-dflash/stage/bin/
-  for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpcre2-8.so.0 libutf8proc.so.2 \
-           libcpp-httplib.so.0.11 libbrotlidec.so.1 libbrotlienc.so.1 libbrotlicommon.so.1; do
-    cp -L "/lib/x86_64-linux-gnu/$l" .gpu-dflash/stage/lib/
-  done
-  tar -C .gpu-dflash/stage -cJf .gpu-dflash/bundle.tar.xz bin lib
-  rm -rf .gpu-dflash/stage
-  ls -la .gpu-dflash
+  BUILD=$B DEST=.gpu-dflash BINS="blockflash tests/test_engine tests/test_cuda" bash tools/gpu_pack.sh
   exit 0
 fi
 DEST=${OUT:-/tmp/gpu_dflash}

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Here (the build machine): packs the CUDA binaries of build-cuda and the shared libraries the
-# GPU box's image lacks (OpenBLAS, PCRE2, utf8proc, cpp-httplib, ...) into .gpu/bundle.tar.xz,
-# for `run` with carry [".gpu"]; tools/gpu_check.sh unpacks it there.
+# Here (the build machine): packs CUDA binaries of a build directory and the shared libraries
+# the GPU box's image lacks (OpenBLAS, PCRE2, utf8proc, cpp-httplib, ...) into
+# $DEST/bundle.tar.xz, for `run` with carry ["$DEST"]; tools/gpu_check.sh (DEST .gpu) and
+# tools/gpu_dflash.sh (DEST .gpu-dflash) unpack it there.
+#   BUILD (build-cuda), DEST (.gpu), BINS (paths inside BUILD; default: what gpu_check.sh runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build-cuda}
-grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
-rm -rf .gpu && mkdir -p .gpu/stage/bin .gpu/stage/lib
-cp "$B/blockflash" "$B/tests/test_cuda" "$B/tests/test_backend" "$B/tests/bench_cuda" .gpu/stage/bin/
+D=${DEST:-.gpu}
+BINS=${BINS:-blockflash tests/test_cuda tests/test_backend tests/bench_cuda}
+grep -qx "/$D/" .git/info/exclude || echo "/$D/" >> .git/info/exclude
+rm -rf "$D" && mkdir -p "$D/stage/bin" "$D/stage/lib"
+for bin in $BINS; do cp "$B/$bin" "$D/stage/bin/"; done
 for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpcre2-8.so.0 libutf8proc.so.2 \
          libcpp-httplib.so.0.11 libbrotlidec.so.1 libbrotlienc.so.1 libbrotlicommon.so.1; do
-  cp -L "/lib/x86_64-linux-gnu/$l" .gpu/stage/lib/
+  cp -L "/lib/x86_64-linux-gnu/$l" "$D/stage/lib/"
 done
-tar -C .gpu/stage -cJf .gpu/bundle.tar.xz bin lib
-rm -rf .gpu/stage
-ls -la .gpu
+tar -C "$D/stage" -cJf "$D/bundle.tar.xz" bin lib
+rm -rf "$D/stage"
+ls -la "$D"

@@ -137,4 +137,8 @@ class Backend {
 
 std::unique_ptr<Backend> make_cpu_backend();
 
+// The host f32 tensor Backend::random_weight's default uploads: element i uniform in
+// [-scale, scale], a hash of (seed, i), filled on all cores.
+Tensor random_host_tensor(const Shape& shape, float scale, uint64_t seed);
+
 }  // namespace bf

@@ -23,6 +23,10 @@ void Backend::slice_columns(const Tensor& x, int64_t begin, Tensor& out) {
 }
 
 Tensor Backend::random_weight(const Shape& shape, float scale, uint64_t seed) {
+  return upload(random_host_tensor(shape, scale, seed));
+}
+
+Tensor random_host_tensor(const Shape& shape, float scale, uint64_t seed) {
   Tensor host = Tensor::empty(shape);
   float* data = host.f32();
   const int64_t n = host.numel();
@@ -46,7 +50,7 @@ Tensor Backend::random_weight(const Shape& shape, float scale, uint64_t seed) {
     pool.emplace_back(fill, n * t / threads, n * (t + 1) / threads);
   fill(0, n / threads);
   for (std::thread& thread : pool) thread.join();
-  return upload(host);
+  return host;
 }
 
 std::vector<int32_t> Backend::argmax_rows(const Tensor& x) {

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/error.h"
+
 namespace bf {
 
 struct BatchSequence {
@@ -34,5 +36,23 @@ struct ForwardBatch {
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
 };
+
+// Throws bf::Error (naming `op`) unless every sequence's rows lie inside the flattened
+// [num_tokens] arrays and its snapshot_slots, if any, hold one slot per new token.
+inline void check_batch_sequences(const ForwardBatch& batch, int64_t num_tokens,
+                                  const char* op) {
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const BatchSequence& seq = batch.seqs[s];
+    BF_CHECK(seq.query_start >= 0 && seq.query_len >= 0 &&
+                 seq.query_start + seq.query_len <= num_tokens && seq.num_computed >= 0,
+             op, ": sequence ", s, " (query_start ", seq.query_start, ", query_len ",
+             seq.query_len, ", num_computed ", seq.num_computed, ") does not fit ", num_tokens,
+             " tokens");
+    BF_CHECK(seq.snapshot_slots.empty() ||
+                 static_cast<int64_t>(seq.snapshot_slots.size()) == seq.query_len,
+             op, ": sequence ", s, " has ", seq.query_len, " new tokens but ",
+             seq.snapshot_slots.size(), " snapshot slots");
+  }
+}
 
 }  // namespace bf

@@ -118,6 +118,8 @@ Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> to
   if (drafter_) {
     draft_cache_ = DraftCache::allocate(model_->backend(), drafter_->config(),
                                         cache_.sizes.num_blocks, config_.block_size);
+    // Every position is exported from the start (as zeros), as vLLM's per-position counters.
+    spec_stats_.accepted_per_position.assign(config_.num_speculative_tokens, 0);
     log_info("speculative decoding: DFlash, ", config_.num_speculative_tokens,
              " draft tokens per step, ", 1 + config_.num_speculative_tokens,
              " state slots per sequence");
@@ -186,8 +188,6 @@ EngineStats Engine::stats() const {
   s.num_preemptions = num_preemptions_;
   s.speculative = drafter_ != nullptr;
   s.spec = spec_stats_;
-  if (s.speculative && s.spec.accepted_per_position.empty())
-    s.spec.accepted_per_position.assign(config_.num_speculative_tokens, 0);
   return s;
 }
 
@@ -492,8 +492,6 @@ Engine::StepSamples Engine::sample_step(const StepPlan& plan,
                                        seq.output_token_ids.size());
       }
       row += rows;
-      // A placeholder: Scheduler::commit skips verify entries (commit_verified commits them).
-      out.sampled.push_back(out.verified[e].tokens[0].token);
       continue;
     }
     if (!context.prompt_logprobs_done) {
@@ -512,7 +510,6 @@ Engine::StepSamples Engine::sample_step(const StepPlan& plan,
                             seq.output_token_ids.size());
     }
     ++row;
-    out.sampled.push_back(sample.token);
     out.samples.push_back(std::move(sample));
   }
   return out;
@@ -520,7 +517,9 @@ Engine::StepSamples Engine::sample_step(const StepPlan& plan,
 
 void Engine::commit_step(const StepPlan& plan, const std::vector<std::vector<int32_t>>& drafts,
                          const StepSamples& samples) {
-  scheduler_.commit(plan, samples.sampled);
+  std::vector<int32_t> tokens;
+  for (const SampleResult& sample : samples.samples) tokens.push_back(sample.token);
+  scheduler_.commit(plan, tokens);
   size_t sample_index = 0;
   for (size_t e = 0; e < plan.seqs.size(); ++e) {
     const ScheduledSequence& entry = plan.seqs[e];

@@ -114,10 +114,9 @@ class Engine {
   void commit_verified(const ScheduledSequence& entry, const std::vector<int32_t>& draft,
                        const VerifyResult& result);
   void log_spec_stats();
-  // What one step drew: a token per sampling entry (plan order; a placeholder for verify
-  // entries), the sample details of the plain ones, and each verify entry's outcome.
+  // What one step drew: a token per plain sampling entry (plan order) with its details, and
+  // each verify entry's outcome.
   struct StepSamples {
-    std::vector<int32_t> sampled;
     std::vector<SampleResult> samples;
     std::vector<VerifyResult> verified;  // per plan entry (empty for plain ones)
   };

@@ -197,11 +197,16 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
       processed_probs(logits, params, prompt_ids, output_ids, eos_token_ids);
   // Greedy is one-hot, so any u picks the argmax; skip the draw.
   double u = params.greedy() ? 0.0 : uniform(seed, position, sample_stream);
+  return describe_sample(logits, sample_from_probs(probs, u), params);
+}
+
+SampleResult describe_sample(std::span<const float> logits, int32_t token,
+                             const SamplingParams& params) {
   SampleResult result;
-  result.token = sample_from_probs(probs, u);
-  double lse = log_sum_exp(logits);
-  result.logprob = static_cast<float>(static_cast<double>(logits[result.token]) - lse);
-  result.rank = token_rank(logits, result.token);
+  result.token = token;
+  const double lse = log_sum_exp(logits);
+  result.logprob = static_cast<float>(static_cast<double>(logits[token]) - lse);
+  result.rank = token_rank(logits, token);
   if (params.logprobs) result.top_logprobs = top_logprobs(logits, *params.logprobs, lse);
   return result;
 }

@@ -52,6 +52,11 @@ std::vector<float> processed_probs(std::span<const float> logits, const Sampling
 // Never returns an id with zero probability. probs need not be normalised.
 int32_t sample_from_probs(std::span<const float> probs, double u);
 
+// The SampleResult of `token` drawn from `logits`: its raw logprob and rank, and the top
+// params.logprobs entries (what plain sampling and speculative verification both report).
+SampleResult describe_sample(std::span<const float> logits, int32_t token,
+                             const SamplingParams& params);
+
 // One token for one sequence. position: index of the output token being drawn
 // (output_ids.size() in plain decoding); seed: the request's seed (random.h resolve_seed).
 SampleResult sample_token(std::span<const float> logits, const SamplingParams& params,

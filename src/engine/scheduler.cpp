@@ -14,8 +14,10 @@ int32_t StepPlan::num_tokens() const {
 }
 
 int32_t StepPlan::num_samples() const {
-  return static_cast<int32_t>(std::count_if(
-      seqs.begin(), seqs.end(), [](const ScheduledSequence& entry) { return entry.needs_sample; }));
+  return static_cast<int32_t>(
+      std::count_if(seqs.begin(), seqs.end(), [](const ScheduledSequence& entry) {
+        return entry.needs_sample && entry.num_draft_tokens == 0;
+      }));
 }
 
 Scheduler::Scheduler(const SchedulerConfig& config)
@@ -176,9 +178,9 @@ void Scheduler::commit(const StepPlan& plan, std::span<const int32_t> sampled_to
            " sampling sequences");
   size_t next_sample = 0;
   for (const ScheduledSequence& entry : plan.seqs) {
+    if (entry.num_draft_tokens > 0) continue;  // commit_verified's
     const int32_t token = entry.needs_sample ? sampled_token_ids[next_sample++] : -1;
     Sequence& seq = *entry.seq;
-    if (entry.num_draft_tokens > 0) continue;  // commit_verified's
     if (seq.is_finished()) continue;  // aborted after schedule()
     BF_CHECK(seq.num_computed_tokens == entry.num_computed, "sequence ", seq.id,
              " changed between schedule and commit");

@@ -51,7 +51,7 @@ struct StepPlan {
 
   bool empty() const { return seqs.empty(); }
   int32_t num_tokens() const;  // rows of the forward: new tokens plus verified drafts
-  int32_t num_samples() const;
+  int32_t num_samples() const;  // entries with needs_sample, verify entries excluded
 };
 
 class Scheduler {
@@ -69,8 +69,8 @@ class Scheduler {
   // After the forward pass: advances num_computed_tokens of every scheduled sequence and
   // appends sampled_token_ids (one per entry with needs_sample, in plan order); finishes a
   // sequence with "length" at max_tokens or at max_model_len. Entries finished since
-  // schedule() (aborted) are skipped, and so are verify entries (num_draft_tokens > 0: their
-  // sampled_token_ids entry is a placeholder; commit_verified commits them).
+  // schedule() (aborted) are skipped, and so are verify entries (num_draft_tokens > 0), which
+  // have no sampled_token_ids entry: commit_verified commits them.
   void commit(const StepPlan& plan, std::span<const int32_t> sampled_token_ids);
   // A verify entry (num_draft_tokens > 0): the forward computed its pending token and the
   // first num_accepted drafts, so num_computed_tokens advances by num_accepted + 1 and the GDN

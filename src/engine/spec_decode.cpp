@@ -1,24 +1,9 @@
 #include "engine/spec_decode.h"
 
 #include "core/error.h"
-#include "engine/logprobs.h"
 #include "engine/random.h"
 
 namespace bf {
-namespace {
-
-SampleResult with_logprobs(std::span<const float> row, int32_t token,
-                           const SamplingParams& params) {
-  SampleResult result;
-  result.token = token;
-  const double lse = log_sum_exp(row);
-  result.logprob = static_cast<float>(static_cast<double>(row[token]) - lse);
-  result.rank = token_rank(row, token);
-  if (params.logprobs) result.top_logprobs = top_logprobs(row, *params.logprobs, lse);
-  return result;
-}
-
-}  // namespace
 
 VerifyResult verify_draft(std::span<const float> logits, int32_t vocab,
                           std::span<const int32_t> draft, const SamplingParams& params,
@@ -33,12 +18,12 @@ VerifyResult verify_draft(std::span<const float> logits, int32_t vocab,
   for (size_t i = 0; i <= k; ++i) {
     std::span<const float> row = logits.subspan(i * vocab, vocab);
     const uint64_t position = first_position + i;
-    std::vector<float> probs = processed_probs(row, params, prompt_ids, history, eos_token_ids);
     if (i == k) {  // every draft accepted: the bonus token, drawn as plain decoding draws it
-      const double u = params.greedy() ? 0.0 : uniform(seed, position, sample_stream);
-      result.tokens.push_back(with_logprobs(row, sample_from_probs(probs, u), params));
+      result.tokens.push_back(
+          sample_token(row, params, prompt_ids, history, eos_token_ids, seed, position));
       break;
     }
+    std::vector<float> probs = processed_probs(row, params, prompt_ids, history, eos_token_ids);
     const int32_t proposed = draft[i];
     BF_CHECK(proposed >= 0 && proposed < vocab, "verify_draft: draft token ", proposed,
              " outside the vocabulary");
@@ -49,14 +34,14 @@ VerifyResult verify_draft(std::span<const float> logits, int32_t vocab,
                             ? probs[proposed] > 0.0f
                             : uniform(seed, position, accept_stream) < p_proposed;
     if (accept) {
-      result.tokens.push_back(with_logprobs(row, proposed, params));
+      result.tokens.push_back(describe_sample(row, proposed, params));
       history.push_back(proposed);
       ++result.num_accepted;
       continue;
     }
     probs[proposed] = 0.0f;  // the residual max(0, p - onehot(d))
     const double u = params.greedy() ? 0.0 : uniform(seed, position, residual_stream);
-    result.tokens.push_back(with_logprobs(row, sample_from_probs(probs, u), params));
+    result.tokens.push_back(describe_sample(row, sample_from_probs(probs, u), params));
     break;
   }
   return result;

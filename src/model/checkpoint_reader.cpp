@@ -57,8 +57,7 @@ Tensor CheckpointReader::take(const std::string& name, const Shape& shape) {
 Tensor CheckpointReader::take_host(const std::string& name, const Shape& shape) {
   if (store_ == nullptr) {
     used_.insert(name);
-    auto cpu = make_cpu_backend();
-    return cpu->random_weight(shape, dummy_scale(shape), name_seed(name));
+    return random_host_tensor(shape, dummy_scale(shape), name_seed(name));
   }
   BF_CHECK(store_->contains(name), "checkpoint is missing tensor '", name, "' (expected shape ",
            shape_string(shape), ")");

@@ -88,25 +88,31 @@ void DFlashDrafter::load_weights(CheckpointReader& reader, const std::string& ba
   reader.check_all_used();
 }
 
-void DFlashDrafter::write_kv(const Layer& layer, const Tensor& x,
-                             const std::vector<int32_t>& positions,
-                             const std::vector<int32_t>& slots, KvCache& cache) const {
+Tensor DFlashDrafter::project_heads(const Tensor& x, const Tensor& proj, const Tensor& norm,
+                                    int64_t heads, const std::vector<int32_t>& positions) const {
   Backend& be = backend_;
   const DraftConfig& c = config_;
   const int64_t n = x.dim(0);
-  Tensor k_raw = be.empty({n * c.num_key_value_heads, c.head_dim});
-  Tensor k_raw_2d = k_raw.reshape({n, c.kv_dim()});
-  be.matmul(x, layer.k_proj, k_raw_2d);
-  Tensor k = be.empty({n, c.num_key_value_heads, c.head_dim});
-  Tensor k_rows = k.reshape({n * c.num_key_value_heads, c.head_dim});
-  be.rms_norm(k_raw, layer.k_norm, c.rms_norm_eps, /*one_centered=*/false, k_rows);
-  be.rope(k, positions, c.head_dim, c.rope_theta);
+  Tensor raw = be.empty({n * heads, c.head_dim});
+  Tensor raw_2d = raw.reshape({n, heads * c.head_dim});
+  be.matmul(x, proj, raw_2d);
+  Tensor out = be.empty({n, heads, c.head_dim});
+  Tensor out_rows = out.reshape({n * heads, c.head_dim});
+  be.rms_norm(raw, norm, c.rms_norm_eps, /*one_centered=*/false, out_rows);
+  be.rope(out, positions, c.head_dim, c.rope_theta);
+  return out;
+}
+
+void DFlashDrafter::write_kv(const Layer& layer, const Tensor& x, const ForwardBatch& rows,
+                             KvCache& cache) const {
+  Backend& be = backend_;
+  const DraftConfig& c = config_;
+  const int64_t n = x.dim(0);
+  Tensor k = project_heads(x, layer.k_proj, layer.k_norm, c.num_key_value_heads, rows.positions);
   Tensor v = be.empty({n, c.num_key_value_heads, c.head_dim});
   Tensor v_2d = v.reshape({n, c.kv_dim()});
   be.matmul(x, layer.v_proj, v_2d);
-  ForwardBatch slots_only;  // kv_write reads only the slot mapping
-  slots_only.slot_mapping = slots;
-  be.kv_write(k, v, slots_only, cache);
+  be.kv_write(k, v, rows, cache);
 }
 
 void DFlashDrafter::write_context(const std::vector<Tensor>& captured, const ContextRows& rows,
@@ -128,8 +134,10 @@ void DFlashDrafter::write_context(const std::vector<Tensor>& captured, const Con
   }
   Tensor context = be.empty({n, H});
   be.rms_norm(fused, hidden_norm_, c.rms_norm_eps, /*one_centered=*/false, context);
-  for (size_t i = 0; i < layers_.size(); ++i)
-    write_kv(layers_[i], context, rows.positions, rows.slots, cache.kv[i]);
+  ForwardBatch where;  // one batch for every layer: RoPE reads positions, kv_write slots
+  where.positions = rows.positions;
+  where.slot_mapping = rows.slots;
+  for (size_t i = 0; i < layers_.size(); ++i) write_kv(layers_[i], context, where, cache.kv[i]);
 }
 
 void DFlashDrafter::attention(const Layer& layer, bool sliding, const Tensor& x,
@@ -137,14 +145,8 @@ void DFlashDrafter::attention(const Layer& layer, bool sliding, const Tensor& x,
   Backend& be = backend_;
   const DraftConfig& c = config_;
   const int64_t T = x.dim(0);
-  Tensor q_raw = be.empty({T * c.num_attention_heads, c.head_dim});
-  Tensor q_raw_2d = q_raw.reshape({T, c.q_dim()});
-  be.matmul(x, layer.q_proj, q_raw_2d);
-  Tensor q = be.empty({T, c.num_attention_heads, c.head_dim});
-  Tensor q_rows = q.reshape({T * c.num_attention_heads, c.head_dim});
-  be.rms_norm(q_raw, layer.q_norm, c.rms_norm_eps, /*one_centered=*/false, q_rows);
-  be.rope(q, batch.positions, c.head_dim, c.rope_theta);
-  write_kv(layer, x, batch.positions, batch.slot_mapping, cache);  // the block's own K/V
+  Tensor q = project_heads(x, layer.q_proj, layer.q_norm, c.num_attention_heads, batch.positions);
+  write_kv(layer, x, batch, cache);  // the block's own K/V
 
   AttentionParams params{.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
                          .causal = sliding,

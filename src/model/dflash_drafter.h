@@ -71,9 +71,14 @@ class DFlashDrafter {
   DFlashDrafter(DraftConfig config, const Model& target)
       : config_(std::move(config)), target_(target), backend_(target.backend()) {}
   void load_weights(CheckpointReader& reader, const std::string& base);
-  // K/V of `x` ([n, H]) through layer's k/v projections, k_norm and RoPE, written at slots.
-  void write_kv(const Layer& layer, const Tensor& x, const std::vector<int32_t>& positions,
-                const std::vector<int32_t>& slots, KvCache& cache) const;
+  // x [n, H] through a q or k projection, its per-head plain RMSNorm and full RoPE at
+  // positions: [n, heads, head_dim].
+  Tensor project_heads(const Tensor& x, const Tensor& proj, const Tensor& norm, int64_t heads,
+                       const std::vector<int32_t>& positions) const;
+  // K/V of `x` ([n, H]) through layer's k/v projections, k_norm and RoPE at rows.positions,
+  // written at rows.slot_mapping (the only fields read).
+  void write_kv(const Layer& layer, const Tensor& x, const ForwardBatch& rows,
+                KvCache& cache) const;
   void attention(const Layer& layer, bool sliding, const Tensor& x, const ForwardBatch& batch,
                  KvCache& cache, Tensor& out) const;
   Tensor forward_logits(const ForwardBatch& batch, DraftCache& cache) const;  // on the device

@@ -1,17 +1,6 @@
 #include "server/http_server.h"
 
-// Debian's libcpp-httplib is a compiled library: these must match the flags it was built
-// with (pkg-config cpp-httplib --cflags), or the classes' layouts differ.
-#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_ZLIB_SUPPORT
-#define CPPHTTPLIB_ZLIB_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_BROTLI_SUPPORT
-#define CPPHTTPLIB_BROTLI_SUPPORT
-#endif
-#include <httplib.h>
+#include "server/httplib_include.h"
 
 #include <algorithm>
 #include <cctype>

@@ -41,7 +41,8 @@ std::map<SeqId, int32_t> run_forward(Scheduler& scheduler, const StepPlan& plan)
   std::vector<int32_t> sampled;
   std::map<SeqId, int32_t> advanced;
   for (const ScheduledSequence& entry : plan.seqs) {
-    if (entry.needs_sample) sampled.push_back(fake_token(entry.seq->id, entry.seq->num_tokens()));
+    if (entry.needs_sample && entry.num_draft_tokens == 0)
+      sampled.push_back(fake_token(entry.seq->id, entry.seq->num_tokens()));
     advanced[entry.seq->id] = entry.num_new_tokens;
   }
   scheduler.commit(plan, sampled);

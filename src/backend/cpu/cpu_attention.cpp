@@ -53,7 +53,7 @@ void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& 
            shape_string(q.shape()));
   const int64_t num_tokens = q.dim(0), hq = q.dim(1), group = hq / hkv;
   check_shape(out, q.shape(), op, "out");
-  check_batch_rows(batch, num_tokens, op);
+  check_batch_sequences(batch, num_tokens, op);
 
   std::vector<float> scores, acc(hd);
   for (size_t s = 0; s < batch.seqs.size(); ++s) {

@@ -46,7 +46,7 @@ DeltaArgs prepare(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
            op, ": recurrent_state must be [num_slots, Hv=", a.hv, ", dk=", a.dk, ", dv=", a.dv,
            "], got ", shape_string(state.shape()));
   a.num_slots = state.dim(0);
-  check_batch_rows(batch, a.num_tokens, op);
+  check_batch_sequences(batch, a.num_tokens, op);
   for (size_t s = 0; s < batch.seqs.size(); ++s)
     check_state_slot(batch.seqs[s].state_slot, a.num_slots, s, op);
 

@@ -33,7 +33,7 @@ ConvDims check_conv_args(const Tensor& x, const Tensor& weight, const ForwardBat
                conv_state.dim(2) == kernel - 1,
            op, ": conv_state must be [num_slots, conv_dim=", conv_dim, ", kernel-1=", kernel - 1,
            "], got ", shape_string(conv_state.shape()));
-  check_batch_rows(batch, x.dim(0), op);
+  check_batch_sequences(batch, x.dim(0), op);
   for (size_t s = 0; s < batch.seqs.size(); ++s)
     check_state_slot(batch.seqs[s].state_slot, conv_state.dim(0), s, op);
   return {conv_dim, kernel, conv_state.dim(0)};

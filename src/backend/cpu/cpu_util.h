@@ -57,18 +57,6 @@ inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x));
 
 namespace bf::cpu {
 
-// Every sequence's rows lie inside the flattened [num_tokens] arrays.
-inline void check_batch_rows(const ForwardBatch& batch, int64_t num_tokens, const char* op) {
-  for (size_t s = 0; s < batch.seqs.size(); ++s) {
-    const BatchSequence& seq = batch.seqs[s];
-    BF_CHECK(seq.query_start >= 0 && seq.query_len >= 0 &&
-                 seq.query_start + seq.query_len <= num_tokens && seq.num_computed >= 0,
-             op, ": sequence ", s, " (query_start ", seq.query_start, ", query_len ",
-             seq.query_len, ", num_computed ", seq.num_computed, ") does not fit ", num_tokens,
-             " tokens");
-  }
-}
-
 inline void check_state_slot(int32_t slot, int64_t num_slots, size_t seq_index, const char* op) {
   BF_CHECK(slot >= 0 && slot < num_slots, op, ": sequence ", seq_index, " has state slot ", slot,
            ", the pool has ", num_slots, " slots");
@@ -97,10 +85,7 @@ inline const std::vector<int32_t>* snapshots_of(
     size_t s, int64_t num_slots, const char* op) {
   if (snapshot_slots_per_seq != nullptr) return &(*snapshot_slots_per_seq)[s];
   const BatchSequence& seq = batch.seqs[s];
-  if (seq.snapshot_slots.empty()) return nullptr;
-  BF_CHECK(static_cast<int64_t>(seq.snapshot_slots.size()) == seq.query_len, op, ": sequence ",
-           s, " has ", seq.query_len, " new tokens but ", seq.snapshot_slots.size(),
-           " snapshot slots");
+  if (seq.snapshot_slots.empty()) return nullptr;  // lengths: check_batch_sequences
   for (int32_t slot : seq.snapshot_slots) check_state_slot(slot, num_slots, s, op);
   return &seq.snapshot_slots;
 }

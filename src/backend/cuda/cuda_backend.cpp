@@ -615,21 +615,10 @@ class CudaBackend final : public Backend {
     BF_CHECK(static_cast<int64_t>(batch.positions.size()) >= num_tokens ||
                  batch.positions.empty(),
              op, ": batch has ", batch.positions.size(), " positions for ", num_tokens, " rows");
-    for (size_t s = 0; s < batch.seqs.size(); ++s) {
-      const BatchSequence& seq = batch.seqs[s];
-      BF_CHECK(seq.query_start >= 0 && seq.query_len >= 0 &&
-                   seq.query_start + seq.query_len <= num_tokens && seq.num_computed >= 0,
-               op, ": sequence ", s, " (query_start ", seq.query_start, ", query_len ",
-               seq.query_len, ", num_computed ", seq.num_computed, ") does not fit ", num_tokens,
-               " tokens");
-      BF_CHECK(seq.snapshot_slots.empty() ||
-                   static_cast<int32_t>(seq.snapshot_slots.size()) == seq.query_len,
-               op, ": sequence ", s, " has ", seq.query_len, " new tokens but ",
-               seq.snapshot_slots.size(), " snapshot slots");
-    }
     const uint64_t h = hash_batch(batch);
     if (cached_batch_ == &batch && cached_hash_ == h && cached_tokens_ == num_tokens)
-      return cached_dev_;
+      return cached_dev_;  // validated when it was uploaded
+    check_batch_sequences(batch, num_tokens, op);
     const int64_t T = num_tokens, S = static_cast<int64_t>(batch.seqs.size());
     std::vector<int32_t> host(3 * T, -1);
     for (int64_t t = 0; t < T && t < static_cast<int64_t>(batch.positions.size()); ++t)
