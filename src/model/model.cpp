@@ -155,6 +155,8 @@ ForwardOutput Model::forward(const ForwardBatch& batch, ModelCache& cache,
     be.matmul(selected, lm_head(), logits);
     if (logits_output == LogitsOutput::kArgmax)
       output.argmax = be.argmax_rows(logits);
+    else if (logits_output == LogitsOutput::kDevice)
+      output.device_logits = logits;
     else
       output.logits = be.to_host(logits);
   }

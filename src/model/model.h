@@ -31,13 +31,18 @@ struct ModelCache {
   static size_t state_slot_bytes(const ModelConfig& config);
 };
 
-// What leaves the device for the logits rows: the full rows (sampling, logprobs) or only
-// each row's argmax (greedy requests that need nothing else).
-enum class LogitsOutput { kFull, kArgmax };
+// What leaves the device for the logits rows: the full rows (sampling, logprobs), only
+// each row's argmax (greedy requests that need nothing else), or nothing (kDevice: the logits
+// stay on the backend's device for a device-side consumer such as a sampler or a replayed
+// CUDA graph's caller).
+enum class LogitsOutput { kFull, kArgmax, kDevice };
 
 struct ForwardOutput {
   Tensor logits;  // [batch.logits_rows.size(), vocab], host f32 (LogitsOutput::kFull)
   std::vector<int32_t> argmax;  // per logits row (LogitsOutput::kArgmax)
+  // [batch.logits_rows.size(), vocab] in the backend's activation dtype, on its device
+  // (LogitsOutput::kDevice)
+  Tensor device_logits;
   // Hidden states (decoder layer outputs) of the layers asked for, all batch rows
   // [T, hidden], on the backend's device (the DFlash drafter consumes them there).
   std::vector<Tensor> captured_hidden;
