@@ -47,6 +47,13 @@ inline uint16_t f32_to_bf16(float value) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
+float f16_to_f32(uint16_t bits);
+
+// Converts n elements of src_dtype at src (F32, BF16 or F16; any alignment, e.g. inside a mapped
+// safetensors file) to dst_dtype at dst (F32 or BF16). Same dtype: a plain copy. Throws
+// bf::Error for other dtypes.
+void convert_elements(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
+
 inline float f16_to_f32(uint16_t bits) {
   uint32_t sign = (bits & 0x8000u) << 16;
   uint32_t exponent = (bits >> 10) & 0x1fu;
