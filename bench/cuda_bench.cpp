@@ -242,10 +242,10 @@ Stack build(Backend& be, const ModelConfig& c) {
     if (l.type == LayerType::kLinearAttention) {
       l.cache_index = gdn++;
       auto& g = l.gdn;
-      g.in_proj_qkv = weight(be, st, {c.linear_conv_dim(), H}, seed);
-      g.in_proj_z = weight(be, st, {c.linear_value_dim(), H}, seed);
-      g.in_proj_b = weight(be, st, {c.linear_num_value_heads, H}, seed);
-      g.in_proj_a = weight(be, st, {c.linear_num_value_heads, H}, seed);
+      // qkv | z | b | a stacked, as GatedDeltaNet::load fuses them.
+      g.in_proj = weight(
+          be, st, {c.linear_conv_dim() + c.linear_value_dim() + 2 * c.linear_num_value_heads, H},
+          seed);
       g.conv1d = weight(be, st, {c.linear_conv_dim(), c.linear_conv_kernel_dim}, seed);
       g.dt_bias = weight(be, st, {c.linear_num_value_heads}, seed);
       g.A_log = weight(be, st, {c.linear_num_value_heads}, seed);
@@ -255,9 +255,7 @@ Stack build(Backend& be, const ModelConfig& c) {
       l.cache_index = kv++;
       auto& a = l.attn;
       const int64_t hq = c.num_attention_heads, hkv = c.num_key_value_heads, hd = c.head_dim;
-      a.q_proj = weight(be, st, {hq * hd * 2, H}, seed);
-      a.k_proj = weight(be, st, {hkv * hd, H}, seed);
-      a.v_proj = weight(be, st, {hkv * hd, H}, seed);
+      a.qkv_proj = weight(be, st, {hq * hd * 2 + 2 * hkv * hd, H}, seed);  // q | k | v
       a.o_proj = weight(be, st, {H, hq * hd}, seed);
       a.q_norm = weight(be, st, {hd}, seed);
       a.k_norm = weight(be, st, {hd}, seed);
@@ -265,8 +263,7 @@ Stack build(Backend& be, const ModelConfig& c) {
     auto& m = l.mlp;
     m.is_moe = c.is_moe;
     if (!c.is_moe) {
-      m.gate_proj = weight(be, st, {c.intermediate_size, H}, seed);
-      m.up_proj = weight(be, st, {c.intermediate_size, H}, seed);
+      m.gate_up_proj = weight(be, st, {2 * c.intermediate_size, H}, seed);
       m.down_proj = weight(be, st, {H, c.intermediate_size}, seed);
     } else {
       const int64_t E = c.num_experts, I = c.moe_intermediate_size;
@@ -278,8 +275,7 @@ Stack build(Backend& be, const ModelConfig& c) {
       m.has_shared_expert = c.shared_expert_intermediate_size > 0;
       if (m.has_shared_expert) {
         const int64_t S = c.shared_expert_intermediate_size;
-        m.gate_proj = weight(be, st, {S, H}, seed);
-        m.up_proj = weight(be, st, {S, H}, seed);
+        m.gate_up_proj = weight(be, st, {2 * S, H}, seed);
         m.down_proj = weight(be, st, {H, S}, seed);
         m.shared_expert_gate = weight(be, st, {1, H}, seed);
       }

@@ -51,6 +51,15 @@ class Backend {
 
   // Converts host f32 weights into this backend's storage (identity on the CPU).
   virtual Tensor upload(const Tensor& host_f32) = 0;
+  // The dtype upload() stores a weight of this shape in: f32 for vectors (norms, gates), the
+  // activation dtype for matrices.
+  virtual DType weight_dtype(const Shape& shape) const {
+    return shape.size() <= 1 ? DType::kF32 : activation_dtype();
+  }
+  // Copies dst.numel() host elements of src_dtype (F32, BF16 or F16, any alignment: a mapped
+  // safetensors file) into dst, converting to dst's dtype. The loader reads checkpoints this
+  // way, without an f32 host copy. The default converts straight into a host tensor.
+  virtual void copy_from_host(Tensor& dst, const void* src, DType src_dtype);
   virtual Tensor empty(Shape shape, DType dtype) = 0;
   virtual Tensor zeros(Shape shape, DType dtype) = 0;
   // The dtype of activations and KV cache entries: f32 on the CPU, bf16 on CUDA.
@@ -116,6 +125,18 @@ class Backend {
   // Writes new K/V rows into the paged cache at batch.slot_mapping. k, v: [T, Hkv, hd].
   virtual void kv_write(const Tensor& k, const Tensor& v, const ForwardBatch& batch,
                         KvCache& cache) = 0;
+  // The gated attention layer's inputs, prepared in one op (a device backend fuses it): per
+  // head, q = rope(rms_norm(q part of q_and_gate)) and k = rope(rms_norm(k_raw)), with
+  // zero-centred norms (x̂·(1+w)) and NeoX RoPE on the first rotary_dim dims at
+  // batch.positions; q goes to q_out, k and v into the paged cache at batch.slot_mapping
+  // (slot -1: not written). q_and_gate: [T*Hq, 2*hd], per head [q | gate]; k_raw: [T*Hkv, hd];
+  // v: [T, Hkv, hd]; q_norm, k_norm: [hd]; q_out: [T, Hq, hd]. The default composes
+  // slice_columns, rms_norm, rope and kv_write.
+  virtual void prepare_attention_inputs(const Tensor& q_and_gate, const Tensor& k_raw,
+                                        const Tensor& v, const Tensor& q_norm,
+                                        const Tensor& k_norm, float eps, int32_t rotary_dim,
+                                        float theta, const ForwardBatch& batch, KvCache& cache,
+                                        Tensor& q_out);
   // Attention of each sequence's new queries over its cached K/V (positions
   // [0, kv_len), read through the block table; the new tokens must already be written).
   // q, out: [T, Hq, hd]; GQA: query head h uses kv head h / (Hq / Hkv).
@@ -133,6 +154,9 @@ class Backend {
   virtual void slice_columns(const Tensor& x, int64_t begin, Tensor& out);
   // x[r, :] *= sigmoid(gate[r]). x: [rows, n]; gate: [rows, 1] (the MoE shared-expert gate).
   virtual void sigmoid_scale_rows(Tensor& x, const Tensor& gate);
+  // out = silu(gate_up[:, :n]) ⊙ gate_up[:, n:], gate_up: [T, 2n] (the fused gate|up
+  // projection's output), out: [T, n]. The default slices, then calls silu_mul.
+  virtual void silu_mul_packed(const Tensor& gate_up, Tensor& out);
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -22,6 +22,48 @@ void Backend::slice_columns(const Tensor& x, int64_t begin, Tensor& out) {
     std::memcpy(out.f32() + r * width, x.f32() + r * cols + begin, width * sizeof(float));
 }
 
+void Backend::copy_from_host(Tensor& dst, const void* src, DType src_dtype) {
+  BF_CHECK(dst.device() == Device::kCPU,
+           "copy_from_host: host tensors only in the default implementation");
+  convert_elements(src, src_dtype, dst.raw(), dst.dtype(), dst.numel());
+}
+
+void Backend::prepare_attention_inputs(const Tensor& q_and_gate, const Tensor& k_raw,
+                                       const Tensor& v, const Tensor& q_norm,
+                                       const Tensor& k_norm, float eps, int32_t rotary_dim,
+                                       float theta, const ForwardBatch& batch, KvCache& cache,
+                                       Tensor& q_out) {
+  BF_CHECK(q_out.rank() == 3 && q_and_gate.rank() == 2 && k_raw.rank() == 2 && v.rank() == 3,
+           "prepare_attention_inputs: q_out must be [T, Hq, hd], v [T, Hkv, hd]");
+  const int64_t T = q_out.dim(0), hq = q_out.dim(1), hd = q_out.dim(2), hkv = v.dim(1);
+  BF_CHECK(q_and_gate.dim(0) == T * hq && q_and_gate.dim(1) == 2 * hd &&
+               k_raw.dim(0) == T * hkv && k_raw.dim(1) == hd && v.dim(0) == T && v.dim(2) == hd,
+           "prepare_attention_inputs: q_and_gate ", shape_string(q_and_gate.shape()), ", k_raw ",
+           shape_string(k_raw.shape()), " and v ", shape_string(v.shape()), " do not match q_out ",
+           shape_string(q_out.shape()));
+  Tensor q_raw = empty({T * hq, hd}, q_out.dtype());
+  slice_columns(q_and_gate, 0, q_raw);
+  Tensor q_rows = q_out.reshape({T * hq, hd});
+  rms_norm(q_raw, q_norm, eps, /*one_centered=*/true, q_rows);
+  Tensor k = empty({T, hkv, hd}, k_raw.dtype());
+  Tensor k_rows = k.reshape({T * hkv, hd});
+  rms_norm(k_raw, k_norm, eps, /*one_centered=*/true, k_rows);
+  rope(q_out, batch.positions, rotary_dim, theta);
+  rope(k, batch.positions, rotary_dim, theta);
+  kv_write(k, v, batch, cache);
+}
+
+void Backend::silu_mul_packed(const Tensor& gate_up, Tensor& out) {
+  BF_CHECK(gate_up.rank() == 2 && out.rank() == 2 && gate_up.dim(0) == out.dim(0) &&
+               gate_up.dim(1) == 2 * out.dim(1),
+           "silu_mul_packed: gate_up ", shape_string(gate_up.shape()), " is not [T, 2n] for out ",
+           shape_string(out.shape()));
+  Tensor up = empty(out.shape(), out.dtype());
+  slice_columns(gate_up, 0, out);
+  slice_columns(gate_up, out.dim(1), up);
+  silu_mul(out, up, out);
+}
+
 Tensor Backend::random_weight(const Shape& shape, float scale, uint64_t seed) {
   return upload(random_host_tensor(shape, scale, seed));
 }

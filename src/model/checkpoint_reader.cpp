@@ -1,5 +1,6 @@
 #include "model/checkpoint_reader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -51,7 +52,49 @@ Tensor CheckpointReader::take(const std::string& name, const Shape& shape) {
     used_.insert(name);
     return backend_.random_weight(shape, dummy_scale(shape), name_seed(name));
   }
-  return backend_.upload(take_host(name, shape));
+  Tensor t = backend_.empty(shape, backend_.weight_dtype(shape));
+  copy_into(name, shape, t);
+  return t;
+}
+
+// Straight from the mapped file into the backend's storage: no f32 host copy.
+void CheckpointReader::copy_into(const std::string& name, const Shape& shape, Tensor& dst) {
+  BF_CHECK(store_->contains(name), "checkpoint is missing tensor '", name, "' (expected shape ",
+           shape_string(shape), ")");
+  const TensorInfo& info = store_->info(name);
+  BF_CHECK(info.shape == shape, "tensor \"", name, "\" in ", info.file.string(), " has shape ",
+           shape_string(info.shape), ", expected ", shape_string(shape));
+  BF_CHECK(info.dtype == DType::kBF16 || info.dtype == DType::kF16 || info.dtype == DType::kF32,
+           "tensor \"", name, "\" in ", info.file.string(), " has dtype ", dtype_name(info.dtype),
+           " (BF16, F16 or F32 only)");
+  used_.insert(name);
+  backend_.copy_from_host(dst, info.data, info.dtype);
+}
+
+Tensor CheckpointReader::take_fused_rows(const std::vector<std::string>& names,
+                                         const std::vector<Shape>& shapes) {
+  BF_CHECK(!names.empty() && names.size() == shapes.size(), "take_fused_rows: ", names.size(),
+           " names for ", shapes.size(), " shapes");
+  int64_t rows = 0;
+  const int64_t cols = shapes[0].size() == 2 ? shapes[0][1] : -1;
+  for (const Shape& shape : shapes) {
+    BF_CHECK(shape.size() == 2 && shape[1] == cols, "take_fused_rows: parts must be 2-D with ",
+             cols, " columns, got ", shape_string(shape));
+    rows += shape[0];
+  }
+  const Shape fused{rows, cols};
+  if (store_ == nullptr) {
+    used_.insert(names.begin(), names.end());
+    return backend_.random_weight(fused, dummy_scale(fused), name_seed(names[0]));
+  }
+  Tensor t = backend_.empty(fused, backend_.weight_dtype(fused));
+  int64_t row = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    Tensor part = t.rows(row, shapes[i][0]);
+    copy_into(names[i], shapes[i], part);
+    row += shapes[i][0];
+  }
+  return t;
 }
 
 Tensor CheckpointReader::take_host(const std::string& name, const Shape& shape) {

@@ -30,6 +30,10 @@ class CheckpointReader {
   Tensor take(const std::string& name, const Shape& shape);
   // The same without the upload: a host f32 tensor, for weights re-laid out before upload.
   Tensor take_host(const std::string& name, const Shape& shape);
+  // Several 2-D tensors with one column count, stacked by rows in the order given, uploaded as
+  // one: projections that read the same input become one GEMM (one pass over x, one larger
+  // and more efficient weight read). Each part is checked against its expected shape.
+  Tensor take_fused_rows(const std::vector<std::string>& names, const std::vector<Shape>& shapes);
   // Uploads a host tensor assembled from take_host() pieces.
   Tensor upload(const Tensor& host) { return backend_.upload(host); }
   // Marks a tensor as consumed without loading it (e.g. an lm_head tied to the embedding).
@@ -39,6 +43,9 @@ class CheckpointReader {
 
  private:
   CheckpointReader(const WeightStore* store, Backend& backend) : store_(store), backend_(backend) {}
+  // Checks `name` against `shape` and copies it into dst (a tensor or row view of the
+  // backend's), converting to dst's dtype.
+  void copy_into(const std::string& name, const Shape& shape, Tensor& dst);
 
   const WeightStore* store_;  // null: dummy weights
   Backend& backend_;

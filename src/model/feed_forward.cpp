@@ -5,14 +5,21 @@
 namespace bf {
 namespace {
 
-void swiglu(Backend& be, const Tensor& x, const Tensor& gate_proj, const Tensor& up_proj,
-            const Tensor& down_proj, Tensor& out) {
-  const int64_t T = x.dim(0), inner = gate_proj.dim(0);
-  Tensor gate = be.empty({T, inner}), up = be.empty({T, inner});
-  be.matmul(x, gate_proj, gate);
-  be.matmul(x, up_proj, up);
-  be.silu_mul(gate, up, gate);
-  be.matmul(gate, down_proj, out);
+void swiglu(Backend& be, const Tensor& x, const Tensor& gate_up_proj, const Tensor& down_proj,
+            Tensor& out) {
+  const int64_t T = x.dim(0), inner = gate_up_proj.dim(0) / 2;
+  Tensor gate_up = be.empty({T, 2 * inner});
+  be.matmul(x, gate_up_proj, gate_up);
+  Tensor act = be.empty({T, inner});
+  be.silu_mul_packed(gate_up, act);
+  be.matmul(act, down_proj, out);
+}
+
+// gate_proj and up_proj ([inner, H] each) stacked by rows.
+Tensor take_gate_up(CheckpointReader& reader, const std::string& prefix, int64_t inner,
+                    int64_t hidden) {
+  return reader.take_fused_rows({prefix + "gate_proj.weight", prefix + "up_proj.weight"},
+                                {{inner, hidden}, {inner, hidden}});
 }
 
 }  // namespace
@@ -22,8 +29,7 @@ void FeedForward::load(CheckpointReader& reader, const std::string& prefix, cons
   is_moe = c.is_moe;
   if (!is_moe) {
     const int64_t inner = c.intermediate_size;
-    gate_proj = reader.take(prefix + "gate_proj.weight", {inner, hidden});
-    up_proj = reader.take(prefix + "up_proj.weight", {inner, hidden});
+    gate_up_proj = take_gate_up(reader, prefix, inner, hidden);
     down_proj = reader.take(prefix + "down_proj.weight", {hidden, inner});
     return;
   }
@@ -32,8 +38,7 @@ void FeedForward::load(CheckpointReader& reader, const std::string& prefix, cons
   has_shared_expert = c.shared_expert_intermediate_size > 0;
   if (has_shared_expert) {
     const int64_t inner = c.shared_expert_intermediate_size;
-    gate_proj = reader.take(prefix + "shared_expert.gate_proj.weight", {inner, hidden});
-    up_proj = reader.take(prefix + "shared_expert.up_proj.weight", {inner, hidden});
+    gate_up_proj = take_gate_up(reader, prefix + "shared_expert.", inner, hidden);
     down_proj = reader.take(prefix + "shared_expert.down_proj.weight", {hidden, inner});
     shared_expert_gate = reader.take(prefix + "shared_expert_gate.weight", {1, hidden});
   }
@@ -67,14 +72,14 @@ void FeedForward::load_experts(CheckpointReader& reader, const std::string& pref
 
 void FeedForward::forward(Backend& be, const ModelConfig& c, const Tensor& x, Tensor& out) const {
   if (!is_moe) {
-    swiglu(be, x, gate_proj, up_proj, down_proj, out);
+    swiglu(be, x, gate_up_proj, down_proj, out);
     return;
   }
   be.moe_experts(x, router, experts_gate_up, experts_down, c.num_experts_per_tok, out);
   if (!has_shared_expert) return;
   const int64_t T = x.dim(0);
   Tensor shared = be.empty({T, c.hidden_size});
-  swiglu(be, x, gate_proj, up_proj, down_proj, shared);
+  swiglu(be, x, gate_up_proj, down_proj, shared);
   Tensor shared_gate = be.empty({T, 1});
   be.matmul(x, shared_expert_gate, shared_gate);
   be.sigmoid_scale_rows(shared, shared_gate);

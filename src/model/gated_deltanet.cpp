@@ -9,10 +9,10 @@ void GatedDeltaNet::load(CheckpointReader& reader, const std::string& prefix,
                          const ModelConfig& c) {
   const int64_t hidden = c.hidden_size, conv_dim = c.linear_conv_dim();
   const int64_t value_dim = c.linear_value_dim(), hv = c.linear_num_value_heads;
-  in_proj_qkv = reader.take(prefix + "in_proj_qkv.weight", {conv_dim, hidden});
-  in_proj_z = reader.take(prefix + "in_proj_z.weight", {value_dim, hidden});
-  in_proj_b = reader.take(prefix + "in_proj_b.weight", {hv, hidden});
-  in_proj_a = reader.take(prefix + "in_proj_a.weight", {hv, hidden});
+  in_proj = reader.take_fused_rows(
+      {prefix + "in_proj_qkv.weight", prefix + "in_proj_z.weight", prefix + "in_proj_b.weight",
+       prefix + "in_proj_a.weight"},
+      {{conv_dim, hidden}, {value_dim, hidden}, {hv, hidden}, {hv, hidden}});
   conv1d = reader.take(prefix + "conv1d.weight", {conv_dim, 1, c.linear_conv_kernel_dim})
                .reshape({conv_dim, c.linear_conv_kernel_dim});
   dt_bias = reader.take(prefix + "dt_bias", {hv});
@@ -28,22 +28,20 @@ void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   const int64_t dk = c.linear_key_head_dim, dv = c.linear_value_head_dim;
   const int64_t key_dim = c.linear_key_dim(), value_dim = c.linear_value_dim();
 
-  Tensor mixed_qkv = be.empty({T, c.linear_conv_dim()});  // [T, q | k | v]
-  be.matmul(x, in_proj_qkv, mixed_qkv);
-  Tensor z = be.empty({T, value_dim});
-  be.matmul(x, in_proj_z, z);
-  Tensor b = be.empty({T, hv});
-  be.matmul(x, in_proj_b, b);
-  Tensor a = be.empty({T, hv});
-  be.matmul(x, in_proj_a, a);
+  const int64_t conv_dim = c.linear_conv_dim();
+  Tensor projected = be.empty({T, in_proj.dim(0)});  // [T, q | k | v | z | b | a]
+  be.matmul(x, in_proj, projected);
+  Tensor mixed_qkv = take_columns(be, projected, 0, conv_dim);
+  Tensor z = take_columns(be, projected, conv_dim, value_dim);
+  Tensor b = take_columns(be, projected, conv_dim + value_dim, hv);
+  Tensor a = take_columns(be, projected, conv_dim + value_dim + hv, hv);
 
-  Tensor conv_out = be.empty({T, c.linear_conv_dim()});
+  Tensor conv_out = be.empty({T, conv_dim});
   be.causal_conv1d(mixed_qkv, conv1d, batch, state.conv, conv_out);
 
-  Tensor q = be.empty({T, key_dim}), k = be.empty({T, key_dim}), v = be.empty({T, value_dim});
-  be.slice_columns(conv_out, 0, q);
-  be.slice_columns(conv_out, key_dim, k);
-  be.slice_columns(conv_out, 2 * key_dim, v);
+  Tensor q = take_columns(be, conv_out, 0, key_dim);
+  Tensor k = take_columns(be, conv_out, key_dim, key_dim);
+  Tensor v = take_columns(be, conv_out, 2 * key_dim, value_dim);
 
   // The gates stay f32 on every backend: the decay g compounds over the whole sequence.
   Tensor g = be.empty({T, hv}, DType::kF32), beta = be.empty({T, hv}, DType::kF32);

@@ -11,12 +11,17 @@
 
 namespace bf {
 
+// Columns [begin, begin + width) of x [T, n] as a [T, width] tensor. One row's columns are
+// contiguous, so for T == 1 (a decode step) this is a view into x when its start stays 16-byte
+// aligned (the kernels' vector width); otherwise a copy made with slice_columns.
+Tensor take_columns(Backend& be, const Tensor& x, int64_t begin, int64_t width);
+
 // Gated DeltaNet (linear attention) mixer. State in a GdnStatePool slot per sequence.
 struct GatedDeltaNet {
-  Tensor in_proj_qkv;  // [conv_dim, H]: rows q (Hk*dk) | k (Hk*dk) | v (Hv*dv)
-  Tensor in_proj_z;    // [Hv*dv, H]
-  Tensor in_proj_b;    // [Hv, H]  beta logits
-  Tensor in_proj_a;    // [Hv, H]  decay input
+  // The checkpoint's four input projections stacked by rows, one GEMM:
+  // [conv_dim + Hv*dv + 2*Hv, H] = in_proj_qkv (q Hk*dk | k Hk*dk | v Hv*dv) | in_proj_z (Hv*dv)
+  // | in_proj_b (Hv, beta logits) | in_proj_a (Hv, decay input).
+  Tensor in_proj;
   Tensor conv1d;       // [conv_dim, kernel] (checkpoint: [conv_dim, 1, kernel])
   Tensor dt_bias;      // [Hv]
   Tensor A_log;        // [Hv]
@@ -32,9 +37,9 @@ struct GatedDeltaNet {
 // Gated full attention: q (with a per-head output gate), k, v, zero-centred q/k norms,
 // partial RoPE, paged KV cache.
 struct GatedAttention {
-  Tensor q_proj;  // [Hq*2*hd, H]: per head [q (hd) | gate (hd)]
-  Tensor k_proj;  // [Hkv*hd, H]
-  Tensor v_proj;  // [Hkv*hd, H]
+  // q_proj (per head [q (hd) | gate (hd)]), k_proj and v_proj stacked by rows, one GEMM:
+  // [Hq*2*hd + 2*Hkv*hd, H].
+  Tensor qkv_proj;
   Tensor o_proj;  // [H, Hq*hd]
   Tensor q_norm;  // [hd] (1+w)
   Tensor k_norm;  // [hd] (1+w)
@@ -46,8 +51,9 @@ struct GatedAttention {
 
 // SwiGLU MLP (dense) or sparse MoE block with a sigmoid-gated shared expert.
 struct FeedForward {
-  // Dense, or the MoE shared expert.
-  Tensor gate_proj, up_proj, down_proj;  // [I, H], [I, H], [H, I]
+  // Dense, or the MoE shared expert: gate_proj and up_proj stacked by rows (one GEMM) [2I, H],
+  // then down_proj [H, I].
+  Tensor gate_up_proj, down_proj;
   // MoE only.
   Tensor router;             // [E, H]
   Tensor experts_gate_up;    // [E, 2*I_moe, H] (gate rows first)

@@ -98,6 +98,18 @@ TEST(CpuDense, AddSiluMulSigmoidMul) {
   Tensor c = test::clone(a);
   be->sigmoid_mul(c, b);
   EXPECT_TRUE(all_close(c, sig_mul, 1e-5, 1e-6));
+  // silu_mul_packed: gate in the first half of each row, up in the second.
+  Tensor packed = be->empty({4, 18});
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < 9; ++j) {
+      packed.f32()[r * 18 + j] = a.f32()[r * 9 + j];
+      packed.f32()[r * 18 + 9 + j] = b.f32()[r * 9 + j];
+    }
+  Tensor packed_out = be->empty({4, 9});
+  be->silu_mul_packed(packed, packed_out);
+  EXPECT_TRUE(all_close(packed_out, silu_mul, 1e-5, 1e-6));
+  Tensor odd = be->empty({4, 17});
+  EXPECT_THROW(be->silu_mul_packed(odd, packed_out), Error);
   be->add(a, b);
   EXPECT_TRUE(all_close(a, sum, 1e-6, 1e-6));
 }

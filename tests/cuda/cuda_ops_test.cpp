@@ -169,6 +169,13 @@ TEST_F(CudaOps, RopeAndElementwise) {
   Tensor got = poisoned(*gpu_, {31, 65});
   gpu_->silu_mul(to_device(*gpu_, a), to_device(*gpu_, b), got);
   EXPECT_TRUE(close(host(got), want, 1e-2));
+  // The fused gate|up layout: [31, 2 * 65] -> [31, 65].
+  Tensor gu = rand_bf16({31, 130}, rng_, -4, 4);
+  Tensor want_packed = Tensor::empty({31, 65});
+  cpu_->silu_mul_packed(gu, want_packed);
+  Tensor got_packed = poisoned(*gpu_, {31, 65});
+  gpu_->silu_mul_packed(to_device(*gpu_, gu), got_packed);
+  EXPECT_TRUE(close(host(got_packed), want_packed, 1e-2));
   Tensor sm = host_copy(a);
   cpu_->sigmoid_mul(sm, b);
   Tensor gsm = to_device(*gpu_, a);
@@ -323,6 +330,38 @@ void attention_case(Backend& cpu, Backend& gpu, std::mt19937& rng, const AttnCas
   EXPECT_TRUE(close(gpu.to_host(got), want, 1e-2))
       << "hq " << c.hq << " hkv " << c.hkv << " hd " << c.hd << " causal " << c.causal
       << " window " << c.window << " T " << T;
+}
+
+// The fused q/k norm + partial RoPE + cache write against the CPU's composition of the
+// unfused ops; one token maps to slot -1 (a padding row) and must leave the cache alone.
+TEST_F(CudaOps, PrepareAttentionInputs) {
+  struct Case { int hq, hkv, hd, rotary; };
+  for (const Case c : {Case{24, 4, 256, 64}, Case{32, 8, 128, 32}, Case{4, 2, 64, 64},
+                       Case{2, 1, 32, 16}}) {
+    SCOPED_TRACE(testing::Message() << "hq " << c.hq << " hkv " << c.hkv << " hd " << c.hd);
+    const int block_size = 16, nb = 12;
+    ForwardBatch batch = make_batch({{5, 30, 0}, {1, 70, 1}, {3, 0, 2}}, block_size, nb, rng_);
+    batch.slot_mapping[6] = -1;
+    batch.positions[2] = 65000;  // a large angle
+    const int T = batch.num_tokens();
+    Tensor kc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_, -2, 2);
+    Tensor vc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_);
+    Tensor qg = rand_bf16({T * c.hq, 2 * c.hd}, rng_, -3, 3);
+    Tensor k = rand_bf16({T * c.hkv, c.hd}, rng_, -3, 3), v = rand_bf16({T, c.hkv, c.hd}, rng_);
+    Tensor qw = rand_bf16({c.hd}, rng_, -0.5, 0.5), kw = rand_bf16({c.hd}, rng_, -0.5, 0.5);
+    KvCache cpu_cache{host_copy(kc), host_copy(vc)};
+    KvCache gpu_cache{to_device(*gpu_, kc), to_device(*gpu_, vc)};
+    Tensor want = Tensor::empty({T, c.hq, c.hd});
+    cpu_->prepare_attention_inputs(qg, k, v, qw, kw, 1e-6f, c.rotary, 1e7f, batch, cpu_cache,
+                                   want);
+    Tensor got = poisoned(*gpu_, {T, c.hq, c.hd});
+    gpu_->prepare_attention_inputs(to_device(*gpu_, qg), to_device(*gpu_, k),
+                                   to_device(*gpu_, v), gpu_->upload(qw), gpu_->upload(kw), 1e-6f,
+                                   c.rotary, 1e7f, batch, gpu_cache, got);
+    EXPECT_TRUE(close(host(got), want, 1e-2));
+    EXPECT_TRUE(close(gpu_->to_host(gpu_cache.k), cpu_cache.k, 1e-2));
+    EXPECT_TRUE(close(gpu_->to_host(gpu_cache.v), cpu_cache.v, 1e-6));
+  }
 }
 
 TEST_F(CudaOps, PagedAttentionPrefillWithContext) {

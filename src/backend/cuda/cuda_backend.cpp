@@ -253,16 +253,21 @@ class CudaBackend final : public Backend {
                          Device::kCUDA);
   }
 
-  // Host f32 -> device (bf16 for rank >= 2): converted by a few threads into two pinned
-  // staging buffers that alternate, each copy overlapping the next chunk's conversion.
+  // Host f32 -> device (bf16 for rank >= 2), through copy_from_host.
   Tensor upload(const Tensor& host) override {
     BF_CHECK(host.defined() && host.device() == Device::kCPU && host.dtype() == DType::kF32,
              "upload: expected a host F32 tensor");
+    Tensor t = alloc(host.shape(), weight_dtype(host.shape()));
+    copy_from_host(t, host.raw(), DType::kF32);
+    return t;
+  }
+  // Host elements (f32, bf16 or f16; a mapped checkpoint file) -> a device tensor: chunks are
+  // read and converted by several host threads (in parallel: for a mapped file these are the
+  // disk reads) into two pinned staging buffers that alternate, each chunk's copy to the
+  // device overlapping the next chunk's reading.
+  void copy_from_host(Tensor& dst, const void* src, DType src_dtype) override {
+    dt_of(dst, "copy_from_host", "dst");
     const auto t0 = std::chrono::steady_clock::now();
-    const DType dtype = host.rank() <= 1 ? DType::kF32 : act_;
-    Tensor t = alloc(host.shape(), dtype);
-    const size_t esize = dtype_size(dtype);
-    const int64_t n = host.numel();
     if (!staging_[0]) {
       for (int i = 0; i < 2; ++i) {
         BF_CUDA_CHECK(cudaHostAlloc(&staging_[i], kStagingBytes, cudaHostAllocDefault));
@@ -270,32 +275,33 @@ class CudaBackend final : public Backend {
         BF_CUDA_CHECK(cudaEventRecord(staging_event_[i], ctx_.stream));
       }
     }
+    const DType dtype = dst.dtype();
+    const size_t esize = dtype_size(dtype), src_esize = dtype_size(src_dtype);
+    const int64_t n = dst.numel();
     const int64_t chunk = static_cast<int64_t>(kStagingBytes / esize);
-    const float* src = host.f32();
+    const auto* in = static_cast<const uint8_t*>(src);
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t count = std::min(chunk, n - begin);
       const int buf = staging_next_;
       staging_next_ ^= 1;
       BF_CUDA_CHECK(cudaEventSynchronize(staging_event_[buf]));  // its last copy is done
-      convert_parallel(src + begin, count, dtype, staging_[buf]);
-      BF_CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(t.raw()) + begin * esize, staging_[buf],
-                                    count * esize, cudaMemcpyHostToDevice, ctx_.stream));
+      convert_parallel(in + begin * src_esize, src_dtype, count, dtype, staging_[buf]);
+      BF_CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(dst.raw()) + begin * esize,
+                                    staging_[buf], count * esize, cudaMemcpyHostToDevice,
+                                    ctx_.stream));
       BF_CUDA_CHECK(cudaEventRecord(staging_event_[buf], ctx_.stream));
     }
-    uploaded_bytes_ += t.size_bytes();
+    uploaded_bytes_ += dst.size_bytes();
     upload_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ++uploaded_tensors_;
-    return t;
   }
-  void convert_parallel(const float* src, int64_t count, DType dtype, void* dst) {
+  void convert_parallel(const uint8_t* src, DType src_dtype, int64_t count, DType dtype,
+                        void* dst) {
     const int threads = count < (1 << 20) ? 1 : std::min(8u, std::max(1u, std::thread::hardware_concurrency()));
+    const size_t src_esize = dtype_size(src_dtype), esize = dtype_size(dtype);
     auto work = [&](int64_t b, int64_t e) {
-      if (dtype == DType::kF32) {
-        std::memcpy(static_cast<float*>(dst) + b, src + b, (e - b) * 4);
-      } else {
-        uint16_t* d = static_cast<uint16_t*>(dst);
-        for (int64_t i = b; i < e; ++i) d[i] = f32_to_bf16(src[i]);
-      }
+      convert_elements(src + b * src_esize, src_dtype, static_cast<uint8_t*>(dst) + b * esize,
+                       dtype, e - b);
     };
     if (threads == 1) {
       work(0, count);
@@ -315,7 +321,7 @@ class CudaBackend final : public Backend {
     log_info("cuda: uploaded ", uploaded_tensors_, " tensors, ", uploaded_bytes_ / 1e9,
              " GB on the device in ", upload_seconds_, " s of upload time (",
              uploaded_bytes_ / 1e9 / std::max(upload_seconds_, 1e-9),
-             " GB/s: f32->bf16 on host threads, pinned double-buffered copies)");
+             " GB/s: read and converted on host threads, pinned double-buffered copies)");
   }
   Tensor empty(Shape shape, DType dtype) override { return alloc(std::move(shape), dtype); }
   // --load-format dummy: generated on the device, the host default's values (then stored as
@@ -562,6 +568,15 @@ class CudaBackend final : public Backend {
     binary(0, gate, up, out, "silu_mul");
   }
   void sigmoid_mul(Tensor& x, const Tensor& gate) override { binary(1, x, gate, x, "sigmoid_mul"); }
+  void silu_mul_packed(const Tensor& gate_up, Tensor& out) override {
+    const int gdt = dt_of(gate_up, "silu_mul_packed", "gate_up");
+    const int odt = dt_of(out, "silu_mul_packed", "out");
+    BF_CHECK(gate_up.rank() == 2 && out.rank() == 2 && gate_up.dim(0) == out.dim(0) &&
+                 gate_up.dim(1) == 2 * out.dim(1),
+             "silu_mul_packed: gate_up ", shape_string(gate_up.shape()), " is not [T, 2n] for out ",
+             shape_string(out.shape()));
+    launch_swiglu_packed(gate_up.raw(), gdt, out.dim(0), out.dim(1), out.raw(), odt, ctx_.stream);
+  }
   void gated_rms_norm(const Tensor& o, const Tensor& z, const Tensor& w, float eps,
                       Tensor& out) override {
     check_norm(o, w, out, "gated_rms_norm");
@@ -754,6 +769,14 @@ class CudaBackend final : public Backend {
              op, ": cache K/V must be CUDA [num_blocks, block_size, Hkv, hd] of one dtype, got ",
              shape_string(cache.k.shape()));
   }
+  void check_slot_mapping(const ForwardBatch& batch, const KvCache& cache, const char* op) {
+    const int64_t num_slots = cache.k.dim(0) * cache.k.dim(1);
+    for (size_t t = 0; t < batch.slot_mapping.size(); ++t) {
+      const int64_t slot = batch.slot_mapping[t];
+      BF_CHECK(slot == -1 || (slot >= 0 && slot < num_slots), op, ": token ", t, " maps to slot ",
+               slot, ", the cache has ", num_slots, " slots");
+    }
+  }
   void kv_write(const Tensor& k, const Tensor& v, const ForwardBatch& batch,
                 KvCache& cache) override {
     const char* op = "kv_write";
@@ -763,14 +786,56 @@ class CudaBackend final : public Backend {
     const int64_t T = static_cast<int64_t>(batch.slot_mapping.size());
     check_numel(k, T * row, op, "k [T, Hkv, hd]");
     check_numel(v, T * row, op, "v [T, Hkv, hd]");
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t slot = batch.slot_mapping[t];
-      BF_CHECK(slot == -1 || (slot >= 0 && slot < num_slots), op, ": token ", t, " maps to slot ",
-               slot, ", the cache has ", num_slots, " slots");
-    }
+    check_slot_mapping(batch, cache, op);
     const DeviceBatch& d = device_batch(batch, T, op);
     launch_kv_write(k.raw(), dt_of(k, op, "k"), v.raw(), dt_of(v, op, "v"), d, row, num_slots,
                     cache.k.raw(), cache.v.raw(), dt_of(cache.k, op, "cache.k"), ctx_.stream);
+  }
+  void prepare_attention_inputs(const Tensor& q_and_gate, const Tensor& k_raw, const Tensor& v,
+                                const Tensor& q_norm, const Tensor& k_norm, float eps,
+                                int32_t rotary_dim, float theta, const ForwardBatch& batch,
+                                KvCache& cache, Tensor& q_out) override {
+    const char* op = "prepare_attention_inputs";
+    check_cache(cache, op);
+    const int64_t hkv = cache.k.dim(2), hd = cache.k.dim(3);
+    BF_CHECK(q_out.rank() == 3 && q_out.dim(2) == hd && q_out.dim(1) % hkv == 0, op,
+             ": q_out must be [T, Hq, hd=", hd, "], got ", shape_string(q_out.shape()));
+    const int64_t T = q_out.dim(0), hq = q_out.dim(1);
+    check_numel(q_and_gate, T * hq * 2 * hd, op, "q_and_gate [T*Hq, 2*hd]");
+    check_numel(k_raw, T * hkv * hd, op, "k_raw [T*Hkv, hd]");
+    check_numel(v, T * hkv * hd, op, "v [T, Hkv, hd]");
+    check_numel(q_norm, hd, op, "q_norm");
+    check_numel(k_norm, hd, op, "k_norm");
+    BF_CHECK(q_norm.dtype() == k_norm.dtype(), op, ": q_norm and k_norm must have one dtype");
+    BF_CHECK(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= hd, op, ": rotary_dim ",
+             rotary_dim, " must be even and in (0, head_dim=", hd, "]");
+    BF_CHECK(static_cast<int64_t>(batch.slot_mapping.size()) == T &&
+                 static_cast<int64_t>(batch.positions.size()) == T,
+             op, ": the batch has ", batch.slot_mapping.size(), " slots and ",
+             batch.positions.size(), " positions for ", T, " tokens");
+    check_slot_mapping(batch, cache, op);
+    AttentionPrepArgs a;
+    a.q_and_gate = q_and_gate.raw();
+    a.k_raw = k_raw.raw();
+    a.v = v.raw();
+    a.q_norm = q_norm.raw();
+    a.k_norm = k_norm.raw();
+    a.q_out = q_out.raw();
+    a.cache_k = cache.k.raw();
+    a.cache_v = cache.v.raw();
+    a.q_dt = dt_of(q_and_gate, op, "q_and_gate");
+    a.k_dt = dt_of(k_raw, op, "k_raw");
+    a.v_dt = dt_of(v, op, "v");
+    a.w_dt = dt_of(q_norm, op, "q_norm");
+    a.q_out_dt = dt_of(q_out, op, "q_out");
+    a.cache_dt = dt_of(cache.k, op, "cache.k");
+    a.hq = static_cast<int>(hq);
+    a.hkv = static_cast<int>(hkv);
+    a.hd = static_cast<int>(hd);
+    a.rotary_dim = rotary_dim;
+    a.eps = eps;
+    a.theta = theta;
+    launch_attention_prep(a, device_batch(batch, T, op), ctx_.stream);
   }
   void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
                        const AttentionParams& params, Tensor& out) override {

@@ -69,6 +69,21 @@ struct DeltaArgs {
 void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
 
 // --- attention (kernels_attention.cu) ---
+// prepare_attention_inputs (kernels_attention_prep.cu).
+struct AttentionPrepArgs {
+  const void* q_and_gate = nullptr;  // [T*hq, 2*hd], per head [q | gate]
+  const void* k_raw = nullptr;       // [T*hkv, hd]
+  const void* v = nullptr;           // [T, hkv, hd]
+  const void* q_norm = nullptr;      // [hd], one-centred weights
+  const void* k_norm = nullptr;
+  void* q_out = nullptr;             // [T, hq, hd]
+  void* cache_k = nullptr;           // [num_blocks, block_size, hkv, hd]
+  void* cache_v = nullptr;
+  int q_dt = 0, k_dt = 0, v_dt = 0, w_dt = 0, q_out_dt = 0, cache_dt = 0;
+  int hq = 0, hkv = 0, hd = 0, rotary_dim = 0;
+  float eps = 1e-6f, theta = 10000.0f;
+};
+void launch_attention_prep(const AttentionPrepArgs& a, const DeviceBatch& b, cudaStream_t s);
 void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const DeviceBatch& b,
                      int64_t row, int64_t num_slots, void* cache_k, void* cache_v, int cache_dt,
                      cudaStream_t s);
