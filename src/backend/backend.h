@@ -73,6 +73,12 @@ class Backend {
   // checkpoint. The default builds it on the host and uploads; a device backend should
   // generate it in place (a 27B model's f32 host copy would not fit).
   virtual Tensor random_weight(const Shape& shape, float scale, uint64_t seed);
+  // Device memory accounting for the start-up profiling run (cli/engine_setup.cpp): the bytes
+  // the backend's allocator has handed out at most since the last reset_peak_memory() (0 where
+  // nothing is tracked), and a release of blocks it keeps cached for reuse.
+  virtual size_t peak_memory_bytes() const { return 0; }
+  virtual void reset_peak_memory() {}
+  virtual void release_cached_memory() {}
   // Index of the largest entry of each row of x [rows, n] (lowest index on ties, NaN never
   // chosen): greedy drafting without copying the logits to the host. The default copies.
   virtual std::vector<int32_t> argmax_rows(const Tensor& x);

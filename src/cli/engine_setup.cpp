@@ -1,6 +1,8 @@
 #include "cli/engine_setup.h"
 
+#include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -68,6 +70,47 @@ SpeculativeOptions parse_speculative_config(const std::string& text) {
   return options;
 }
 
+namespace {
+
+// vLLM's profiling run: one forward of the largest step the scheduler can build
+// (max_num_batched_tokens new tokens, a logits row for each of up to max_num_seqs sequences)
+// over a throwaway cache, measuring the backend allocator's peak: the activation memory the
+// KV cache must leave free. 0 on backends that do not track memory (the CPU).
+size_t profile_activation_bytes(const Model& model, Backend& be, const EngineConfig& config) {
+  if (be.device() == Device::kCPU) return 0;
+  be.reset_peak_memory();
+  const ModelConfig& c = model.config();
+  const int32_t T = std::max(1, config.max_num_batched_tokens), bs = config.block_size;
+  const int32_t rows = std::min(T, std::max(1, config.max_num_seqs));
+  ForwardBatch batch;
+  BatchSequence seq{.query_start = 0, .query_len = T, .num_computed = 0, .state_slot = 0};
+  for (int32_t b = 0; b < (T + bs - 1) / bs; ++b) seq.block_table.push_back(b);
+  for (int32_t t = 0; t < T; ++t) {
+    batch.token_ids.push_back(t % c.vocab_size);
+    batch.positions.push_back(t);
+    batch.slot_mapping.push_back(t);
+  }
+  for (int32_t r = T - rows; r < T; ++r) batch.logits_rows.push_back(r);
+  batch.seqs.push_back(seq);
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t activations = 0;
+  {
+    CacheSizes sizes{.num_blocks = static_cast<int64_t>(seq.block_table.size()),
+                     .block_size = bs, .num_state_slots = 1};
+    ModelCache cache = ModelCache::allocate(be, c, sizes);
+    const size_t with_cache = be.peak_memory_bytes();
+    ForwardOutput out = model.forward(batch, cache, {}, LogitsOutput::kArgmax);  // synchronises
+    activations = be.peak_memory_bytes() - with_cache;
+  }
+  be.release_cached_memory();  // the weights alone stay in use
+  log_info("profiling run: ", T, " tokens, ", rows, " logits rows: ",
+           activations / double(size_t{1} << 30), " GiB of activations at the peak (",
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s)");
+  return activations;
+}
+
+}  // namespace
+
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   return make_device_backend(device);  // cli/device_options.h: cpu, cuda or auto
 }
@@ -83,17 +126,19 @@ std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backe
   BF_CHECK(tokenizer->vocab_size() <= model->config().vocab_size, "tokenizer has ",
            tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
            model->config().vocab_size);
-  options.engine.cache_memory_bytes =
-      static_cast<size_t>(options.cache_memory_gib * static_cast<double>(size_t{1} << 30));
-  // On CUDA: --gpu-memory-utilization of the device, less the weights and a 2 GiB reserve.
-  options.engine.cache_memory_bytes =
-      device_cache_bytes(*backend, options.engine.cache_memory_bytes, size_t{2} << 30);
   std::unique_ptr<DFlashDrafter> drafter;
   if (!options.speculative_config.empty()) {
     SpeculativeOptions spec = parse_speculative_config(options.speculative_config);
     drafter = DFlashDrafter::load(spec.model, *model, format);
     options.engine.num_speculative_tokens = spec.num_speculative_tokens;
   }
+  options.engine.cache_memory_bytes =
+      static_cast<size_t>(options.cache_memory_gib * static_cast<double>(size_t{1} << 30));
+  // On CUDA: --gpu-memory-utilization of the device, less the weights (target and drafter),
+  // the profiled activation peak and a margin for cuBLASLt plans, graphs and fragmentation.
+  const size_t activations = profile_activation_bytes(*model, *backend, options.engine);
+  options.engine.cache_memory_bytes = device_cache_bytes(
+      *backend, options.engine.cache_memory_bytes, activations + (size_t{1} << 30));
   return std::make_unique<Engine>(std::move(model), tokenizer, options.engine,
                                   std::move(drafter));
 }

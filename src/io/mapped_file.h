@@ -31,4 +31,9 @@ class MappedFile {
   size_t size_bytes_ = 0;
 };
 
+// Asks the kernel to start reading [p, p + n) of a mapping now (madvise MADV_WILLNEED): one
+// large asynchronous read instead of one page fault at a time when the loader's threads copy
+// a tensor out. Advice only: failures are ignored.
+void advise_will_need(const void* p, size_t n);
+
 }  // namespace bf

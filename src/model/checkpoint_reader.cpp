@@ -68,6 +68,7 @@ void CheckpointReader::copy_into(const std::string& name, const Shape& shape, Te
            "tensor \"", name, "\" in ", info.file.string(), " has dtype ", dtype_name(info.dtype),
            " (BF16, F16 or F32 only)");
   used_.insert(name);
+  advise_will_need(info.data, info.size_bytes);
   backend_.copy_from_host(dst, info.data, info.dtype);
 }
 

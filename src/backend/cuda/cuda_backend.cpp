@@ -66,6 +66,7 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
                in_use_ / (1 << 20), " MiB in use)");
     }
     in_use_ += size;
+    peak_ = std::max(peak_, in_use_);
     std::weak_ptr<DevicePool> self = shared_from_this();
     return std::shared_ptr<void>(p, [self, size](void* q) {
       if (auto pool = self.lock()) {
@@ -84,6 +85,8 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
     cached_ = 0;
   }
   size_t in_use() const { return in_use_; }
+  size_t peak() const { return peak_; }
+  void reset_peak() { peak_ = in_use_; }
 
  private:
   static size_t round(size_t bytes) {
@@ -104,7 +107,7 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
   }
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_;
-  size_t cached_ = 0, in_use_ = 0;
+  size_t cached_ = 0, in_use_ = 0, peak_ = 0;
 };
 
 // Process-wide CUDA state: the stream, the pool, cuBLASLt.
@@ -324,6 +327,9 @@ class CudaBackend final : public Backend {
              " GB/s: read and converted on host threads, pinned double-buffered copies)");
   }
   Tensor empty(Shape shape, DType dtype) override { return alloc(std::move(shape), dtype); }
+  size_t peak_memory_bytes() const override { return ctx_.pool->peak(); }
+  void reset_peak_memory() override { ctx_.pool->reset_peak(); }
+  void release_cached_memory() override { ctx_.pool->release_cached(); }
   // --load-format dummy: generated on the device, the host default's values (then stored as
   // upload() would store them: f32 vectors, bf16 matrices).
   Tensor random_weight(const Shape& shape, float scale, uint64_t seed) override {
