@@ -358,14 +358,17 @@ TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
 
 TEST_F(CudaOps, PagedAttentionVerifyNonCausalWindow) { verify_window_cases(*cpu_, *gpu_, rng_); }
 
-TEST_F(CudaOps, PagedAttentionCompactFlashTile) {
-  // flash-mma's 64-query tile (the shape sm_12x's 99 KB allows) on this device too; the
-  // default cases above ran the widest tile the device allows.
-  setenv("BLOCKFLASH_FLASH_TILE", "64", 1);
-  std::unique_ptr<Backend> gpu = make_cuda_backend();
-  unsetenv("BLOCKFLASH_FLASH_TILE");
-  prefill_cases(*cpu_, *gpu, rng_);
-  verify_window_cases(*cpu_, *gpu, rng_);
+TEST_F(CudaOps, PagedAttentionFlashTiles) {
+  // flash-mma's pinned tile shapes (the cases above ran the default per head_dim): 64 queries
+  // (the shape sm_12x's 99 KB allows) and 128 (where the device's shared memory allows).
+  for (const char* tile : {"64", "128"}) {
+    SCOPED_TRACE(std::string("BLOCKFLASH_FLASH_TILE=") + tile);
+    setenv("BLOCKFLASH_FLASH_TILE", tile, 1);
+    std::unique_ptr<Backend> gpu = make_cuda_backend();
+    unsetenv("BLOCKFLASH_FLASH_TILE");
+    prefill_cases(*cpu_, *gpu, rng_);
+    verify_window_cases(*cpu_, *gpu, rng_);
+  }
 }
 
 TEST_F(CudaOps, MoeExperts) {

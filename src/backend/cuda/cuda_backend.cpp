@@ -222,8 +222,8 @@ class CudaBackend final : public Backend {
       act_ = std::string(e) == "f32" ? DType::kF32 : DType::kBF16;
     BF_CHECK(act_ == DType::kBF16 || act_ == DType::kF32, "cuda: dtype must be BF16 or F32");
     // BLOCKFLASH_GEMV=always|never pins the decode GEMM choice (tests); default: timed per shape.
-    // BLOCKFLASH_FLASH_TILE=64 pins flash-mma's compact 64-query tile (the sm_12x shape; tests).
-    if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_compact_ = std::atoi(e) == 64;
+    // BLOCKFLASH_FLASH_TILE=64|128 pins flash-mma's query tile (tests, benchmarks).
+    if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_tile_ = std::atoi(e);
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
@@ -825,7 +825,7 @@ class CudaBackend final : public Backend {
     if (flash) {
       // Query tiles of the sequences with many queries go to the mma kernel.
       const int tile =
-          flash_mma_tile_rows(static_cast<int>(hd), ctx_.caps.smem_per_block, flash_compact_);
+          flash_mma_tile_rows(static_cast<int>(hd), ctx_.caps.smem_per_block, flash_tile_);
       std::vector<int32_t> items;
       simt_rows = 0;
       for (size_t s = 0; s < batch.seqs.size(); ++s) {
@@ -972,7 +972,7 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> gemv_choice_;
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
-  bool flash_compact_ = false;  // BLOCKFLASH_FLASH_TILE=64: 64-query flash tiles everywhere
+  int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

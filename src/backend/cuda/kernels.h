@@ -100,9 +100,10 @@ void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t
 
 // FlashAttention-2-style mma.sync kernel (bf16, sm_80+) for sequences with many queries.
 // items: (sequence index, first query row) per tile of tile_rows queries; tile_rows is
-// flash_mma_tile_rows(): 128 where the device's shared memory per block allows, else (or with
-// compact) 64. The cache's block_size must be a power of two and the scale positive.
-int flash_mma_tile_rows(int head_dim, size_t smem_per_block, bool compact);
+// flash_mma_tile_rows(): pinned_rows (64 or 128; 0: the fastest measured, 128 at head_dim <=
+// 128, 64 at 256) where the device's shared memory per block allows, else 64. The cache's
+// block_size must be a power of two and the scale positive.
+int flash_mma_tile_rows(int head_dim, size_t smem_per_block, int pinned_rows);
 size_t flash_mma_smem_bytes(int head_dim, int tile_rows);
 void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
                                 int num_items, int tile_rows, cudaStream_t s);

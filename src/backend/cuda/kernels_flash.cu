@@ -1,18 +1,19 @@
 // "flash-mma": FlashAttention-2-style prefill / verify attention over the paged KV cache with
 // mma.sync (m16n8k16 bf16 -> f32, sm_80+, so it runs on sm_90 and sm_12x alike). One block per
 // (query tile of one sequence, query head); each warp owns MT m16 row slices of the tile; K/V
-// tiles of BN keys gathered through the block table into shared memory with cp.async, double-
-// buffered (tile i+1 streams in while tile i is on the tensor cores); S = Q Kᵀ and O += P V on
+// tiles of BN keys gathered through the block table into shared memory with cp.async, loads
+// overlapped with the tensor-core work (kDouble below); S = Q Kᵀ and O += P V on
 // the tensor cores, P kept in registers (the accumulator layout of S is the A layout of P V);
 // online softmax in f32 with exp2 (the softmax scale folded into one FFMA per score). Masks:
 // causal (absolute positions, so chunked prefill over cached context and verify blocks work),
 // non-causal, sliding window; evaluated only on tiles that cross an edge.
 //
-// Two tile shapes (flash_config): "wide", 128 query rows, for devices with >= 203 KB of shared
-// memory per block (sm_90): D<=128 4 warps x 32 rows (each K/V fragment read from shared
-// memory feeds two MMAs: shared-memory bandwidth, not the tensor cores, bounds the 16-row
-// version), D=256 8 warps x 16 rows with 64-key tiles; and "compact", 64 query rows of 4 warps,
-// within the 99 KB (101376 bytes) of sm_12x. Shared memory: (rows + 4 BN) x (D + 8) x 2 bytes.
+// Tile shapes (flash_config): 128 query rows where the device's shared memory allows (sm_90)
+// at head_dim <= 128: 4 warps x 32 rows, so each K/V fragment read from shared memory feeds two
+// MMAs (shared-memory bandwidth, not the tensor cores, bounds the 16-row version); 64 rows of 4
+// warps otherwise, within the 99 KB (101376 bytes) of sm_12x. At head_dim 256 the default is 64
+// rows single-buffered (two blocks per SM on sm_90); 128 rows of 8 warps double-buffered (202
+// KB) is kept as a pinnable variant. Shared memory: (rows + 2 or 4 BN) x (D + 8) x 2 bytes.
 #include <cfloat>
 #include <cstdint>
 
@@ -63,7 +64,10 @@ __device__ __forceinline__ float fast_exp2(float x) {
 
 // Row-padded shared-memory tiles (LD = D + 8 halves): the 8 rows an ldmatrix phase reads start
 // 16 bytes apart modulo 128, so they hit distinct banks.
-template <int D, int BN, int NW, int MT>
+// kDouble: K and V of tile i+1 stream in while tile i is computed, one barrier per tile.
+// Otherwise one buffer each (FlashAttention-2's order): V_i streams in during S = Q K_iᵀ and
+// K_{i+1} during the softmax and P V_i, two barriers per tile, 2 BN rows of smem instead of 4.
+template <int D, int BN, int NW, int MT, bool kDouble>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
     flash_mma_kernel(AttnArgs a, DeviceBatch b, const int2* items) {
   constexpr int kBM = NW * 16 * MT;  // query rows per block
@@ -74,8 +78,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
                 "each thread loads one fixed column of chunks, whole passes over a tile");
   extern __shared__ __align__(16) uint8_t smem_raw[];
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sKbuf = sQ + kBM * LD;        // [2][BN][LD]
-  __nv_bfloat16* sVbuf = sKbuf + 2 * BN * LD;  // [2][BN][LD]
+  constexpr int kStages = kDouble ? 2 : 1;
+  __nv_bfloat16* sKbuf = sQ + kBM * LD;              // [kStages][BN][LD]
+  __nv_bfloat16* sVbuf = sKbuf + kStages * BN * LD;  // [kStages][BN][LD]
 
   // Heads are the fast grid index: the heads of one GQA group run side by side (their K/V
   // stream is shared in L2) and the items' order (longest causal tiles first) is kept.
@@ -125,8 +130,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
     l[mt][0] = l[mt][1] = 0.0f;
   }
 
-  // K/V tile loads through the block table (keys past kv_len zero-filled).
-  auto load_kv = [&](int kv0, int buf) {
+  // K and/or V rows of a tile through the block table (keys past kv_len zero-filled), one
+  // cp.async group.
+  auto load_tile = [&](bool load_k, bool load_v, int kv0, int buf) {
     __nv_bfloat16* sK = sKbuf + buf * BN * LD;
     __nv_bfloat16* sV = sVbuf + buf * BN * LD;
 #pragma unroll
@@ -137,21 +143,25 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
       const int jj = valid ? j : 0;
       const int64_t slot = (static_cast<int64_t>(table[jj >> bs_shift]) << bs_shift) + (jj & bs_mask);
       const int64_t off = (slot * a.hkv + kvh) * D + chunk_col;
-      cp_async16(sK + r * LD + chunk_col, kc + off, valid);
-      cp_async16(sV + r * LD + chunk_col, vc + off, valid);
+      if (load_k) cp_async16(sK + r * LD + chunk_col, kc + off, valid);
+      if (load_v) cp_async16(sV + r * LD + chunk_col, vc + off, valid);
     }
     asm volatile("cp.async.commit_group;\n" ::);
   };
-  if (kv_begin < kv_end) load_kv(kv_begin, 0);  // same group as Q
+  auto wait_loads = [] { asm volatile("cp.async.wait_group 0;\n" ::); };
+  if (kv_begin < kv_end) load_tile(true, kDouble, kv_begin, 0);  // same group as Q
   int buf = 0;
-  for (int kv0 = kv_begin; kv0 < kv_end; kv0 += BN, buf ^= 1) {
-    if (kv0 + BN < kv_end) {
-      load_kv(kv0 + BN, buf ^ 1);
-      asm volatile("cp.async.wait_group 1;\n" ::);
-    } else {
-      asm volatile("cp.async.wait_group 0;\n" ::);
-    }
+  for (int kv0 = kv_begin; kv0 < kv_end; kv0 += BN, buf ^= (kDouble ? 1 : 0)) {
+    const bool more = kv0 + BN < kv_end;
+    wait_loads();
+    // Tile i (double) or K_i (single) has landed, and every warp is done with tile i-1: its
+    // buffers may be refilled.
     __syncthreads();
+    if (kDouble) {
+      if (more) load_tile(true, true, kv0 + BN, buf ^ 1);
+    } else {
+      load_tile(false, true, kv0, 0);
+    }
     const __nv_bfloat16* sK = sKbuf + buf * BN * LD;
     const __nv_bfloat16* sV = sVbuf + buf * BN * LD;
     // Only tiles on the causal diagonal, the window's edge or past kv_len need masks.
@@ -181,6 +191,11 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
         }
       }
     }
+    if (!kDouble) {
+      wait_loads();
+      __syncthreads();  // V_i has landed; every warp is done with K_i
+      if (more) load_tile(true, false, kv0 + BN, 0);
+    }
     // Mask and online softmax; per row slice, rows g (elements 0, 1) and g + 8 (2, 3).
     uint32_t pf[MT][BN / 16][4];
 #pragma unroll
@@ -201,20 +216,26 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
           mx[e / 2] = fmaxf(mx[e / 2], s[mt][nt][e]);
         }
       }
-      float base[2];
+      float base[2], c[2];
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
         mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
         const float m_new = fmaxf(m[mt][hf], mx[hf] * sl2);  // running max, scaled units
         base[hf] = m_new == -INFINITY ? 0.0f : m_new;       // a fully masked row so far
-        const float c = fast_exp2(m[mt][hf] - base[hf]);
+        c[hf] = fast_exp2(m[mt][hf] - base[hf]);
         m[mt][hf] = m_new;
-        l[mt][hf] *= c;
+        l[mt][hf] *= c[hf];
+      }
+      // Deep into a long row the max rarely moves: skip the D/4 multiplies when no row of
+      // the warp's slice changed (a warp-uniform branch).
+      if (__any_sync(0xffffffffu, c[0] != 1.0f || c[1] != 1.0f)) {
 #pragma unroll
         for (int i = 0; i < D / 8; ++i) {
-          o[mt][i][2 * hf] *= c;
-          o[mt][i][2 * hf + 1] *= c;
+          o[mt][i][0] *= c[0];
+          o[mt][i][1] *= c[0];
+          o[mt][i][2] *= c[1];
+          o[mt][i][3] *= c[1];
         }
       }
 #pragma unroll
@@ -242,7 +263,6 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
         }
       }
     }
-    __syncthreads();  // this buffer is the next prefetch's target
   }
   __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out);
 #pragma unroll
@@ -269,47 +289,51 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
   }
 }
 
-// Tile shape per head_dim: wide (128 query rows) or compact (64, the 99 KB sm_12x budget).
+// Tile shape per head_dim and query rows (64 or 128). 64 rows fit sm_12x's 99 KB everywhere;
+// at head_dim 256 that is FlashAttention-2's H100 shape (64 x 64, single-buffered, two blocks
+// per SM), the default there.
 struct FlashConfig {
   int bn, warps, mt;
+  bool double_buffer;
   int rows() const { return warps * 16 * mt; }
 };
-FlashConfig flash_config(int head_dim, bool wide) {
-  if (wide) return head_dim == 256 ? FlashConfig{64, 8, 1} : FlashConfig{64, 4, 2};
-  return head_dim == 256 ? FlashConfig{32, 4, 1} : FlashConfig{64, 4, 1};
+FlashConfig flash_config(int head_dim, int rows) {
+  if (head_dim == 256) return rows == 128 ? FlashConfig{64, 8, 1, true} : FlashConfig{64, 4, 1, false};
+  return rows == 128 ? FlashConfig{64, 4, 2, true} : FlashConfig{64, 4, 1, true};
 }
 size_t config_smem(int head_dim, const FlashConfig& c) {
-  return static_cast<size_t>(c.rows() + 4 * c.bn) * (head_dim + 8) * 2;
+  return static_cast<size_t>(c.rows() + (c.double_buffer ? 4 : 2) * c.bn) * (head_dim + 8) * 2;
 }
 
-template <int D, int BN, int NW, int MT>
+template <int D, int BN, int NW, int MT, bool kDouble>
 void launch_d(const AttnArgs& a, const DeviceBatch& b, const int2* items, int num_items,
               cudaStream_t s) {
-  const size_t smem = config_smem(D, FlashConfig{BN, NW, MT});
+  const size_t smem = config_smem(D, FlashConfig{BN, NW, MT, kDouble});
   static bool configured = false;  // per instantiation (one device per process)
   if (!configured) {
-    BF_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_kernel<D, BN, NW, MT>,
+    BF_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_kernel<D, BN, NW, MT, kDouble>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
     configured = true;
   }
   const int64_t blocks = static_cast<int64_t>(num_items) * a.hq;
   BF_CHECK(blocks < (int64_t{1} << 31), "flash-mma: grid of ", blocks, " blocks");
-  flash_mma_kernel<D, BN, NW, MT>
+  flash_mma_kernel<D, BN, NW, MT, kDouble>
       <<<static_cast<unsigned>(blocks), NW * 32, smem, s>>>(a, b, items);
   BF_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-int flash_mma_tile_rows(int head_dim, size_t smem_per_block, bool compact) {
-  const FlashConfig wide = flash_config(head_dim, true);
-  return !compact && config_smem(head_dim, wide) <= smem_per_block ? wide.rows()
-                                                                     : flash_config(head_dim, false).rows();
+int flash_mma_tile_rows(int head_dim, size_t smem_per_block, int pinned_rows) {
+  const int want = pinned_rows == 64 || pinned_rows == 128 ? pinned_rows
+                                                            : (head_dim == 256 ? 64 : 128);
+  return want == 128 && config_smem(head_dim, flash_config(head_dim, 128)) <= smem_per_block ? 128
+                                                                                              : 64;
 }
 
 size_t flash_mma_smem_bytes(int head_dim, int tile_rows) {
-  return config_smem(head_dim, flash_config(head_dim, tile_rows == 128));
+  return config_smem(head_dim, flash_config(head_dim, tile_rows));
 }
 
 void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
@@ -319,14 +343,14 @@ void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const i
   const bool wide = tile_rows == 128;
   switch (a.hd) {
     case 64:
-      return wide ? launch_d<64, 64, 4, 2>(a, b, items, num_items, s)
-                  : launch_d<64, 64, 4, 1>(a, b, items, num_items, s);
+      return wide ? launch_d<64, 64, 4, 2, true>(a, b, items, num_items, s)
+                  : launch_d<64, 64, 4, 1, true>(a, b, items, num_items, s);
     case 128:
-      return wide ? launch_d<128, 64, 4, 2>(a, b, items, num_items, s)
-                  : launch_d<128, 64, 4, 1>(a, b, items, num_items, s);
+      return wide ? launch_d<128, 64, 4, 2, true>(a, b, items, num_items, s)
+                  : launch_d<128, 64, 4, 1, true>(a, b, items, num_items, s);
     case 256:
-      return wide ? launch_d<256, 64, 8, 1>(a, b, items, num_items, s)
-                  : launch_d<256, 32, 4, 1>(a, b, items, num_items, s);
+      return wide ? launch_d<256, 64, 8, 1, true>(a, b, items, num_items, s)
+                  : launch_d<256, 64, 4, 1, false>(a, b, items, num_items, s);
     default: fail("flash-mma: head_dim ", a.hd, " not supported (64/128/256)");
   }
 }
