@@ -100,9 +100,9 @@ ForwardBatch batch_for(const std::vector<std::pair<int32_t, int32_t>>& seqs /*co
 }
 
 int bench_attention(double bw) {
-  // BLOCKFLASH_FLASH_WARPS (4 or 8) picks the flash tile; the table says which ran.
-  const char* fw = std::getenv("BLOCKFLASH_FLASH_WARPS");
-  std::printf("flash-mma warps: %s\n", fw ? fw : "4 (default)");
+  // BLOCKFLASH_FLASH_TILE=64|128 pins the flash query tile; the table says which ran.
+  const char* ft = std::getenv("BLOCKFLASH_FLASH_TILE");
+  std::printf("flash-mma tile: %s\n", ft ? ft : "default (hd <= 128: 128 rows, hd 256: 64)");
   auto be = make_cuda_backend();
   uint64_t seed = 1;
   std::printf("| case | hq/hkv | hd | tokens | ctx | ms | TFLOP/s | GB/s | of copy roofline |\n");

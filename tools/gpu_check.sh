@@ -29,9 +29,9 @@ if has tests; then
   BLOCKFLASH_DISABLE_SPECIALIZED_KERNELS=1 timeout 120 $G/bin/test_cuda --gtest_color=no \
     --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_portable.log" 2>&1
   note "attention tests, portable kernel only rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_portable.log" | tr '\n' ' ')"
-  BLOCKFLASH_FLASH_WARPS=8 timeout 120 $G/bin/test_cuda --gtest_color=no \
-    --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_flash_w8.log" 2>&1
-  note "attention tests, flash 8 warps rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_flash_w8.log" | tr '\n' ' ')"
+  BLOCKFLASH_FLASH_TILE=64 timeout 120 $G/bin/test_cuda --gtest_color=no \
+    --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_flash_t64.log" 2>&1
+  note "attention tests, flash 64-query tiles rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_flash_t64.log" | tr '\n' ' ')"
   timeout 60 $G/bin/test_backend --gtest_filter='Registry*' --gtest_color=no > "$OUT/test_registry.log" 2>&1
   note "registry tests rc=$?"
 fi
@@ -51,16 +51,18 @@ if has sanitize; then
     > "$OUT/memcheck.log" 2>&1
   note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
   timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
-    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.GatedDeltaRule:CudaOps.MatmulSkinnyGemv' \
+    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.PagedAttentionFlashTiles:CudaOps.GatedDeltaRule:CudaOps.MatmulSkinnyGemv' \
     --gtest_color=no > "$OUT/racecheck.log" 2>&1
   note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
 fi
 if has bench; then
   timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention.md" 2>&1; note "bench attention rc=$?"
   cat "$OUT/bench_attention.md"
-  BLOCKFLASH_FLASH_WARPS=8 timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention_w8.md" 2>&1
-  note "bench attention (flash 8 warps) rc=$?"
-  grep prefill "$OUT/bench_attention_w8.md"
+  for tile in 64 128; do
+    BLOCKFLASH_FLASH_TILE=$tile timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention_t$tile.md" 2>&1
+    note "bench attention (flash tile pinned to $tile queries) rc=$?"
+    grep prefill "$OUT/bench_attention_t$tile.md"
+  done
   PYTHONUNBUFFERED=1 timeout 120 python3 bench/sdpa_bench.py > "$OUT/bench_sdpa.md" 2>&1; note "sdpa rc=$?"
   cat "$OUT/bench_sdpa.md"
   timeout 120 $G/bin/bench_cuda gemm > "$OUT/bench_gemm.md" 2>&1; note "bench gemm rc=$?"

@@ -155,10 +155,14 @@ const KernelRegistry& builtin_kernel_registry() {
     r.add(KernelCaps{.name = "flash-mma",
                      .family = KernelFamily::kAttention,
                      .description = "FlashAttention-2-style mma.sync (bf16, sm_80+) for prefill "
-                                    "and verify tiles of 64 queries; rows of sequences with under "
-                                    "16 queries (decode) go to simt-paged's split-KV path",
+                                    "and verify: at head_dim <= 128 tiles of 128 queries (4 warps x "
+                                    "32 rows, double-buffered K/V) where shared memory allows, else "
+                                    "64; at 256 tiles of 64 (single-buffered); K/V through the "
+                                    "block table with cp.async; rows of sequences with under 16 "
+                                    "queries (decode) go to simt-paged's split-KV path",
                      .min_cc = 80,
                      .head_dims = {64, 128, 256},
+                     // The compact 64-query tile's need (the wide tile is used only above it).
                      .smem_bytes = {{64, 46080}, {128, 87040}, {256, 101376}},
                      .split_kv = true,
                      .f32 = false,

@@ -364,10 +364,29 @@ TEST_F(CudaOps, PrepareAttentionInputs) {
   }
 }
 
-TEST_F(CudaOps, PagedAttentionPrefillWithContext) {
+// Prefill over cached context: tiles past the first (the flash kernel's 64- or 128-query
+// tiles, diagonals shifted by the context), partial tiles, decode rows beside them.
+void prefill_cases(Backend& cpu, Backend& gpu, std::mt19937& rng) {
   for (int hd : {32, 64, 128, 256})
-    attention_case(*cpu_, *gpu_, rng_, {8, 2, hd, {{100, 0, 0}, {37, 250, 1}, {1, 70, 2}}});
+    attention_case(cpu, gpu, rng, {8, 2, hd, {{100, 0, 0}, {37, 250, 1}, {1, 70, 2}}});
+  for (int hd : {64, 128, 256})
+    attention_case(cpu, gpu, rng, {8, 2, hd, {{300, 70, 0}, {129, 0, 1}, {1, 40, 2}}});
+  // A window that cuts inside the tiles.
+  attention_case(cpu, gpu, rng, {8, 2, 128, {{300, 70, 0}}, true, 100});
 }
+
+// Verify blocks (1+K queries, causal inside the block) mixed with decodes.
+void verify_window_cases(Backend& cpu, Backend& gpu, std::mt19937& rng) {
+  attention_case(cpu, gpu, rng, {16, 2, 128, {{16, 700, 0}, {1, 900, 1}, {8, 33, 2}}});
+  // Non-causal (DFlash drafts), with GQA 4.
+  attention_case(cpu, gpu, rng, {8, 2, 128, {{16, 300, 0}, {16, 5, 1}}, false});
+  // Sliding window, causal and not, long enough that the window cuts.
+  attention_case(cpu, gpu, rng, {8, 2, 128, {{40, 600, 0}, {1, 2000, 1}}, true, 128});
+  attention_case(cpu, gpu, rng, {8, 8, 64, {{16, 600, 0}}, false, 64});
+  attention_case(cpu, gpu, rng, {4, 1, 256, {{1, 5000, 0}}, true, 1000});
+}
+
+TEST_F(CudaOps, PagedAttentionPrefillWithContext) { prefill_cases(*cpu_, *gpu_, rng_); }
 
 TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
   // Few rows x heads and long contexts: the split-KV path (partials + combine).
@@ -376,15 +395,19 @@ TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
   attention_case(*cpu_, *gpu_, rng_, {4, 4, 64, {{1, 20000, 0}}});
 }
 
-TEST_F(CudaOps, PagedAttentionVerifyNonCausalWindow) {
-  // Verify blocks (1+K queries, causal inside the block) mixed with decodes.
-  attention_case(*cpu_, *gpu_, rng_, {16, 2, 128, {{16, 700, 0}, {1, 900, 1}, {8, 33, 2}}});
-  // Non-causal (DFlash drafts), with GQA 4.
-  attention_case(*cpu_, *gpu_, rng_, {8, 2, 128, {{16, 300, 0}, {16, 5, 1}}, false});
-  // Sliding window, causal and not, long enough that the window cuts.
-  attention_case(*cpu_, *gpu_, rng_, {8, 2, 128, {{40, 600, 0}, {1, 2000, 1}}, true, 128});
-  attention_case(*cpu_, *gpu_, rng_, {8, 8, 64, {{16, 600, 0}}, false, 64});
-  attention_case(*cpu_, *gpu_, rng_, {4, 1, 256, {{1, 5000, 0}}, true, 1000});
+TEST_F(CudaOps, PagedAttentionVerifyNonCausalWindow) { verify_window_cases(*cpu_, *gpu_, rng_); }
+
+TEST_F(CudaOps, PagedAttentionFlashTiles) {
+  // flash-mma's pinned tile shapes (the cases above ran the default per head_dim): 64 queries
+  // (the shape sm_12x's 99 KB allows) and 128 (where the device's shared memory allows).
+  for (const char* tile : {"64", "128"}) {
+    SCOPED_TRACE(std::string("BLOCKFLASH_FLASH_TILE=") + tile);
+    setenv("BLOCKFLASH_FLASH_TILE", tile, 1);
+    std::unique_ptr<Backend> gpu = make_cuda_backend();
+    unsetenv("BLOCKFLASH_FLASH_TILE");
+    prefill_cases(*cpu_, *gpu, rng_);
+    verify_window_cases(*cpu_, *gpu, rng_);
+  }
 }
 
 TEST_F(CudaOps, MoeExperts) {

@@ -225,7 +225,8 @@ class CudaBackend final : public Backend {
       act_ = std::string(e) == "f32" ? DType::kF32 : DType::kBF16;
     BF_CHECK(act_ == DType::kBF16 || act_ == DType::kF32, "cuda: dtype must be BF16 or F32");
     // BLOCKFLASH_GEMV=always|never pins the decode GEMM choice (tests); default: timed per shape.
-    if (const char* e = std::getenv("BLOCKFLASH_FLASH_WARPS")) flash_warps_ = std::atoi(e);
+    // BLOCKFLASH_FLASH_TILE=64|128 pins flash-mma's query tile (tests, benchmarks).
+    if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_tile_ = std::atoi(e);
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
@@ -874,7 +875,9 @@ class CudaBackend final : public Backend {
                                                            .causal = params.causal,
                                                            .sliding_window = params.sliding_window > 0,
                                                            .f32 = act_ == DType::kF32});
-    const bool flash = kernel.name == "flash-mma";
+    // flash-mma's block table lookups shift by log2(block_size).
+    const bool flash = kernel.name == "flash-mma" && (block_size & (block_size - 1)) == 0 &&
+                       params.scale > 0.0f;
     const DeviceBatch& d = device_batch(batch, T, op);
     AttnArgs a;
     a.q = q.raw();
@@ -892,12 +895,8 @@ class CudaBackend final : public Backend {
     int64_t simt_rows = T;
     if (flash) {
       // Query tiles of the sequences with many queries go to the mma kernel.
-      const int warps =
-          flash_warps_ == 8 && hd <= 128 &&
-                  flash_mma_smem_bytes(static_cast<int>(hd), 8) <= ctx_.caps.smem_per_block
-              ? 8
-              : 4;
-      const int tile = warps * 16;
+      const int tile =
+          flash_mma_tile_rows(static_cast<int>(hd), ctx_.caps.smem_per_block, flash_tile_);
       std::vector<int32_t> items;
       simt_rows = 0;
       for (size_t s = 0; s < batch.seqs.size(); ++s) {
@@ -914,7 +913,7 @@ class CudaBackend final : public Backend {
       }
       Tensor d_items = upload_i32(items);
       launch_attention_flash_mma(a, d, reinterpret_cast<const int2*>(d_items.raw()),
-                                 static_cast<int>(items.size() / 2), warps, ctx_.stream);
+                                 static_cast<int>(items.size() / 2), tile, ctx_.stream);
       a.simt_skip_query_len = kFlashMinQueryLen;
       if (simt_rows == 0) return;
     }
@@ -1044,7 +1043,7 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> gemv_choice_;
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
-  int flash_warps_ = 4;  // BLOCKFLASH_FLASH_WARPS=8: 128-query tiles where shared memory allows
+  int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

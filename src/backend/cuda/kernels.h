@@ -114,11 +114,14 @@ void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m,
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
 
 // FlashAttention-2-style mma.sync kernel (bf16, sm_80+) for sequences with many queries.
-// items: (sequence index, first query row) per 64-query tile.
-// warps: 4 (64-query tiles) or 8 (128-query tiles, head_dim <= 128 only).
+// items: (sequence index, first query row) per tile of tile_rows queries; tile_rows is
+// flash_mma_tile_rows(): pinned_rows (64 or 128; 0: the fastest measured, 128 at head_dim <=
+// 128, 64 at 256) where the device's shared memory per block allows, else 64. The cache's
+// block_size must be a power of two and the scale positive.
+int flash_mma_tile_rows(int head_dim, size_t smem_per_block, int pinned_rows);
+size_t flash_mma_smem_bytes(int head_dim, int tile_rows);
 void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
-                                int num_items, int warps, cudaStream_t s);
-size_t flash_mma_smem_bytes(int head_dim, int warps);
+                                int num_items, int tile_rows, cudaStream_t s);
 constexpr int kFlashMinQueryLen = 16;  // sequences with at least this many queries use it
 
 // --- MoE (kernels_moe.cu) ---
