@@ -4,7 +4,7 @@
 # benchmarks (kernels vs PyTorch SDPA, decode/prefill of Qwen3.5-27B and -35B-A3B shapes with
 # random weights), then a summary table. Logs archived to $OUT/gpu_logs.tgz (default
 # /tmp/gpu_check).
-# Usage: bash tools/gpu_check.sh [tests|sanitize|bench|all]...   (default: all)
+# Usage: bash tools/gpu_check.sh [tests|sanitize|bench|load|serve|all]...   (default: all)
 set -uo pipefail
 DEST=${OUT:-/tmp/gpu_check}
 OUT=/tmp/gpu_check_logs  # logs; at the end archived into $DEST/gpu_logs.tgz
@@ -77,6 +77,27 @@ if has bench; then
     note "bench $m rc=$?"
     grep -v '^INFO' "$OUT/bench_$m.md"
   done
+fi
+if has load; then
+  # The safetensors loader on a real-sized checkpoint (16 layers of Qwen3.5-27B, 17 GB).
+  BIN=$G/bin/blockflash LAYERS=16 timeout 240 bash tools/gpu_load_check.sh > "$OUT/load.log" 2>&1
+  note "load rc=$?: $(grep -E 'disk:|GB/s' "$OUT/load.log" | sed 's/.*uploaded/uploaded/' | tr '\n' ' ')"
+  rm -rf /tmp/synthetic-27b
+fi
+if has serve; then
+  # The mission's vLLM command on Qwen3.5-27B shapes (random weights): start-up profiling and
+  # KV sizing, then `bench serve` against it (random 1024-token prompts, 128 output tokens).
+  M=/tmp/qwen3.5-27b-dummy
+  mkdir -p $M && cp bench/configs/qwen3.5-27b.json $M/config.json && cp tests/goldens/dense_flat/tokenizer*.json $M/
+  $G/bin/blockflash serve $M --load-format dummy --port 8011 --max-model-len 65536 \
+    --gpu-memory-utilization 0.85 --max-num-batched-tokens 32768 > "$OUT/serve.log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 180); do python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:8011/health")' 2>/dev/null && break; sleep 1; done
+  timeout 240 $G/bin/blockflash bench serve --port 8011 --num-prompts 64 --max-concurrency 16 \
+    --random-input-len 1024 --random-output-len 128 > "$OUT/serve_bench.txt" 2>&1
+  note "bench serve rc=$?: $(grep -iE 'output token throughput|median tpot|median ttft' "$OUT/serve_bench.txt" | tr -s ' ' | tr '\n' ';')"
+  grep -E "profiling run|KV cache|KV blocks|graph" "$OUT/serve.log" | head -8
+  kill $pid; wait $pid 2>/dev/null
 fi
 echo
 echo "==== summary ===="
