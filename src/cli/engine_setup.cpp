@@ -83,6 +83,7 @@ std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backe
   BF_CHECK(tokenizer->vocab_size() <= model->config().vocab_size, "tokenizer has ",
            tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
            model->config().vocab_size);
+  options.engine.enforce_eager = device_options().enforce_eager;
   options.engine.cache_memory_bytes =
       static_cast<size_t>(options.cache_memory_gib * static_cast<double>(size_t{1} << 30));
   // On CUDA: --gpu-memory-utilization of the device, less the weights and a 2 GiB reserve.
