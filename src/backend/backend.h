@@ -149,7 +149,8 @@ class Backend {
   // number of sequences whose block tables hold at most max_blocks_per_seq blocks. forward is
   // called twice: once eagerly (lazy set-up such as GEMM choices must not happen while
   // recording), then recorded; what it allocates while recording comes from a pool that
-  // eager code never gets. Record the largest batch first (the buffers are shared).
+  // eager code never gets. Graphs alive at once share one metadata buffer, sized by the first
+  // of them: record the largest first. A graph must not outlive its backend.
   virtual std::unique_ptr<Graph> capture_graph(const ForwardBatch& batch,
                                                int32_t max_blocks_per_seq,
                                                const std::function<void()>& forward);

@@ -232,7 +232,9 @@ struct CudaGraph final : Backend::Graph {
   cudaGraphExec_t exec = nullptr;
   uint8_t* constants = nullptr;
   size_t constants_size = size_t{256} << 10, constants_used = 0;
+  int* live_count = nullptr;  // the backend's count of graphs alive (they must not outlive it)
   ~CudaGraph() override {
+    if (live_count) --*live_count;
     if (exec) cudaGraphExecDestroy(exec);
     if (graph) cudaGraphDestroy(graph);
     if (constants) cudaFreeHost(constants);
@@ -1052,12 +1054,19 @@ class CudaBackend final : public Backend {
     check_graph_batch(batch, n, max_blocks_per_seq);
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t ints = GraphLayout{n}.tables() + int64_t{n} * max_blocks_per_seq;
-    if (!graph_meta_.defined()) {
-      // Sized by the first (largest) graph; every later one shares it.
+    if (!graph_meta_.defined() || (ints > graph_meta_.numel() && live_graphs_ == 0)) {
+      // Sized by the first (largest) graph; every later one shares it. Grown only when no
+      // graph that reads the old one is alive.
+      if (graph_host_) {
+        BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+        cudaFreeHost(graph_host_);
+        graph_host_ = nullptr;
+      }
       graph_meta_ = alloc({ints}, DType::kI32);
       BF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&graph_host_), ints * 4,
                                   cudaHostAllocDefault));
-      BF_CUDA_CHECK(cudaEventCreateWithFlags(&graph_copied_, cudaEventDisableTiming));
+      if (!graph_copied_)
+        BF_CUDA_CHECK(cudaEventCreateWithFlags(&graph_copied_, cudaEventDisableTiming));
     }
     BF_CHECK(ints <= graph_meta_.numel(), "capture_graph: record the largest batch first (",
              n, " sequences of ", max_blocks_per_seq, " blocks do not fit the first graph's buffer)");
@@ -1095,6 +1104,8 @@ class CudaBackend final : public Backend {
     BF_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream, &graph->graph));
     recording_ = nullptr;
     BF_CUDA_CHECK(cudaGraphInstantiate(&graph->exec, graph->graph, 0));
+    graph->live_count = &live_graphs_;
+    ++live_graphs_;
     BF_CUDA_CHECK(cudaGraphUpload(graph->exec, ctx_.stream));
     BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     log_debug("cuda: graph of ", n, " sequences recorded in ",
@@ -1204,6 +1215,7 @@ class CudaBackend final : public Backend {
   int32_t* graph_host_ = nullptr;
   cudaEvent_t graph_copied_ = nullptr;
   int32_t graph_max_blocks_ = 0;  // of the graph being recorded: bounds its split-KV grid
+  int live_graphs_ = 0;
   const ForwardBatch* graph_batch_ = nullptr;
   DeviceBatch graph_dev_;
   const int32_t* graph_token_ids_ = nullptr;
