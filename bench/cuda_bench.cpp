@@ -6,7 +6,9 @@
 //                                         split-KV decode (8k/32k) through the Backend API
 //   bench_cuda model CONFIG.json [B...]   decode steps at batch sizes B (context 1024) and a
 //                                         prefill of 2048 tokens, random weights on the GPU,
-//                                         the layers of src/model driven as Model::forward does
+//                                         the layers of src/model driven as Model::forward does;
+//                                         each decode step eager and as a replayed CUDA graph
+//                                         (recorded for block tables of 256k-token contexts)
 // Times: median of N runs, each between device synchronisations (host clock).
 #include <cuda_runtime.h>
 
@@ -18,6 +20,8 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -328,14 +332,26 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
   for (auto& kv : cache.kv) { fill(kv.k, 1.0f, seed); fill(kv.v, 1.0f, seed); }
   for (auto& g : cache.gdn) { fill(g.conv, 0.5f, seed); fill(g.recurrent, 0.05f, seed); }
   const double state_bytes = double(ModelCache::state_slot_bytes(c));
+  // Graphs first, largest batch first (the backend's graph metadata buffer is sized by it).
+  std::map<int, ForwardBatch> decode_batches;
+  std::map<int, std::unique_ptr<Backend::Graph>> graphs;
+  std::vector<int> descending = batches;
+  std::sort(descending.rbegin(), descending.rend());
+  for (int B : descending) {
+    if (decode_batches.count(B)) continue;
+    std::vector<std::pair<int32_t, int32_t>> seqs(B, {ctx, 1});
+    int32_t used = 0;
+    ForwardBatch& b = decode_batches[B] = batch_for(seqs, block_size, used);
+    const int32_t max_blocks = 262144 / block_size;  // Qwen3.5's max_position_embeddings
+    graphs[B] = be->capture_graph(b, max_blocks, [&] { forward(*be, st, b, cache); });
+  }
   std::printf("| step | tokens | ms | tokens/s | bytes/step GB | roofline ms | of roofline |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (int B : batches) {
-    std::vector<std::pair<int32_t, int32_t>> seqs(B, {ctx, 1});
-    int32_t used = 0;
-    ForwardBatch b = batch_for(seqs, block_size, used);
+    const ForwardBatch& b = decode_batches.at(B);
     // Every step re-runs position ctx (the states advance; timing is what matters here).
     double ms = median_ms([&] { forward(*be, st, b, cache); }, 2, 8);
+    double ms_graph = median_ms([&] { be->replay_graph(*graphs.at(B), b); }, 2, 8);
     // Bytes that must move: the weights a step uses (dense: all; MoE: routed experts of up to
     // B*top_k distinct experts, counted as B*top_k capped at E), KV read, GDN state read+write.
     double weights = st.active_bytes;
@@ -350,6 +366,8 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
     double roof = bytes / (bw * 1e9) * 1e3;
     std::printf("| decode B=%d | %d | %.2f | %.1f | %.2f | %.2f | %.0f%% |\n", B, B, ms, B / (ms * 1e-3),
                 bytes / 1e9, roof, 100 * roof / ms);
+    std::printf("| decode B=%d graph | %d | %.2f | %.1f | %.2f | %.2f | %.0f%% |\n", B, B, ms_graph,
+                B / (ms_graph * 1e-3), bytes / 1e9, roof, 100 * roof / ms_graph);
   }
   {
     const int32_t T = 2048;

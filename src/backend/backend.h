@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -163,6 +164,29 @@ class Backend {
   // out = silu(gate_up[:, :n]) ⊙ gate_up[:, n:], gate_up: [T, 2n] (the fused gate|up
   // projection's output), out: [T, n]. The default slices, then calls silu_mul.
   virtual void silu_mul_packed(const Tensor& gate_up, Tensor& out);
+
+  // --- Graphs of decode steps (CUDA graphs; a backend without them keeps these defaults) ---
+  // A recorded forward over a plain decode batch of a fixed number of sequences, replayed
+  // with new batch contents (model/decode_graphs.h drives it).
+  struct Graph {
+    virtual ~Graph() = default;
+  };
+  virtual bool supports_graphs() const { return false; }
+  // Records `forward`, which must run the model over `batch` (plain decodes: one token per
+  // sequence, no snapshots, logits_rows 0..n-1) and nothing else. While recording, the
+  // batch's token ids, positions, slot mapping, sequence info and block tables are read from
+  // device buffers that replay_graph() refreshes, so a replay may carry any batch of the same
+  // number of sequences whose block tables hold at most max_blocks_per_seq blocks. forward is
+  // called twice: once eagerly (lazy set-up such as GEMM choices must not happen while
+  // recording), then recorded; what it allocates while recording comes from a pool that
+  // eager code never gets. Graphs alive at once share one metadata buffer, sized by the first
+  // of them: record the largest first. A graph must not outlive its backend.
+  virtual std::unique_ptr<Graph> capture_graph(const ForwardBatch& batch,
+                                               int32_t max_blocks_per_seq,
+                                               const std::function<void()>& forward);
+  // Uploads batch's metadata (as many sequences as recorded) and launches the graph; its
+  // outputs (the tensors `forward` returned while recording) then hold this batch's results.
+  virtual void replay_graph(Graph& graph, const ForwardBatch& batch);
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

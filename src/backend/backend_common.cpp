@@ -123,4 +123,13 @@ void Backend::sigmoid_scale_rows(Tensor& x, const Tensor& gate) {
   }
 }
 
+std::unique_ptr<Backend::Graph> Backend::capture_graph(const ForwardBatch&, int32_t,
+                                                      const std::function<void()>&) {
+  fail(name(), " backend: no graphs (supports_graphs() is false)");
+}
+
+void Backend::replay_graph(Graph&, const ForwardBatch&) {
+  fail(name(), " backend: no graphs (supports_graphs() is false)");
+}
+
 }  // namespace bf

@@ -10,6 +10,7 @@
 #include "cli/device_options.h"
 #include "cli/engine_setup.h"
 #include "core/log.h"
+#include "model/decode_graphs.h"
 #include "model/dflash_drafter.h"
 
 namespace bf::cli {
@@ -84,6 +85,8 @@ int run_bench(const SpecBenchOptions& o) {
   const int32_t bs = o.block_size, slots_per_seq = 1 + K;
   const int32_t blocks_per_seq = (o.context_len + K + 1 + bs - 1) / bs;
 
+  // The plain decode step as serving runs it: a replayed graph unless --enforce-eager.
+  const bool graphs = backend->supports_graphs() && !device_options().enforce_eager;
   nlohmann::json results = nlohmann::json::array();
   if (!o.json)
     std::printf("%6s %10s %10s %10s %10s %10s %8s %8s |", "batch", "decode_ms", "draft_ms",
@@ -92,9 +95,10 @@ int run_bench(const SpecBenchOptions& o) {
     for (double tau : o.acceptance_lengths) std::printf(" speedup@%-4g", tau);
   if (!o.json) std::printf("\n");
   for (int32_t B : o.batch_sizes) {
+    // One more block and slot: the graph's padding (its recording runs a padding-only batch).
     ModelCache cache = ModelCache::allocate(
-        *backend, c, {.num_blocks = B * blocks_per_seq, .block_size = bs,
-                      .num_state_slots = B * slots_per_seq});
+        *backend, c, {.num_blocks = B * blocks_per_seq + 1, .block_size = bs,
+                      .num_state_slots = B * slots_per_seq + 1});
     DraftCache draft_cache = DraftCache::allocate(*backend, drafter->config(), B * blocks_per_seq, bs);
     const ForwardBatch decode = make_batch(B, o.context_len, 1, bs, blocks_per_seq, slots_per_seq,
                                            c.vocab_size, false, false, -1);
@@ -105,8 +109,20 @@ int run_bench(const SpecBenchOptions& o) {
                                           drafter->config().mask_token_id);
     // Greedy serving: only the argmax ids of the logits rows leave the device (the engine's
     // path for greedy requests without logprobs), for decode and verify alike.
-    const double t_decode = time_ms(
-        o, [&] { model->forward(decode, cache, {}, LogitsOutput::kArgmax); });
+    std::unique_ptr<DecodeGraphRunner> runner;
+    if (graphs) {
+      runner = std::make_unique<DecodeGraphRunner>(
+          *model, cache, std::vector<int32_t>{B},
+          GraphPadding{.state_slot = B * slots_per_seq, .kv_block = B * blocks_per_seq},
+          blocks_per_seq * bs);
+      runner->capture();
+    }
+    const double t_decode = time_ms(o, [&] {
+      if (runner)
+        runner->forward(decode, LogitsOutput::kArgmax);
+      else
+        model->forward(decode, cache, {}, LogitsOutput::kArgmax);
+    });
     ForwardOutput verified;
     const double t_verify = time_ms(o, [&] {
       verified = model->forward(verify, cache, drafter->tap_layers(), LogitsOutput::kArgmax);
@@ -141,6 +157,7 @@ int run_bench(const SpecBenchOptions& o) {
       per_tau.push_back({{"acceptance_length", tau}, {"ctx_write_ms", t_ctx}, {"speedup", speedup}});
     }
     results.push_back({{"batch", B}, {"context_len", o.context_len}, {"num_speculative_tokens", K},
+                       {"decode_graph", graphs},
                        {"decode_ms", t_decode}, {"draft_ms", t_draft}, {"verify_ms", t_verify},
                        {"chunk_without_snapshots_ms", t_chunk},
                        {"verify_over_decode", t_verify / t_decode},

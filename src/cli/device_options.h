@@ -18,7 +18,7 @@ struct DeviceOptions {
   std::string attention_backend = "auto";  // a registry kernel name, or auto
   std::string load_format = "auto";        // auto (safetensors) | dummy
   double gpu_memory_utilization = 0.9;     // fraction of device memory blockflash may use
-  bool enforce_eager = false;              // no CUDA graphs (none are captured yet)
+  bool enforce_eager = false;              // no CUDA graphs of decode steps
 };
 
 DeviceOptions& device_options();

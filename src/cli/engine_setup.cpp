@@ -126,6 +126,7 @@ std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backe
   BF_CHECK(tokenizer->vocab_size() <= model->config().vocab_size, "tokenizer has ",
            tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
            model->config().vocab_size);
+  options.engine.enforce_eager = device_options().enforce_eager;
   std::unique_ptr<DFlashDrafter> drafter;
   if (!options.speculative_config.empty()) {
     SpeculativeOptions spec = parse_speculative_config(options.speculative_config);

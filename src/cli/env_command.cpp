@@ -36,7 +36,8 @@ void add_device_flags(CLI::App* sub) {
       ->check(CLI::Range(0.05, 1.0))
       ->capture_default_str();
   sub->add_flag("--enforce-eager", o.enforce_eager,
-                "Never use CUDA graphs (decode runs eagerly today in any case)");
+                "No CUDA graphs: decode steps run eagerly (graphs are recorded per batch-size "
+                "bucket at start-up otherwise)");
 }
 
 bool cuda_available() {

@@ -86,6 +86,16 @@ CacheSizes plan_cache(const ModelConfig& model, const EngineConfig& config,
   return sizes;
 }
 
+// Decode graphs pad batches with dummy decodes that need a state slot and a KV block of
+// their own: one more of each, past the ones the scheduler hands out.
+CacheSizes with_graph_padding(CacheSizes sizes, bool use_graphs) {
+  if (use_graphs) {
+    ++sizes.num_blocks;
+    ++sizes.num_state_slots;
+  }
+  return sizes;
+}
+
 }  // namespace
 
 Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> tokenizer,
@@ -109,11 +119,14 @@ Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> to
                  "block_size must be in [1, 1024]");
         return config;
       }()),
-      cache_(ModelCache::allocate(model_->backend(), model_->config(),
-                                  plan_cache(model_->config(), config_, drafter.get(),
-                                             dtype_size(model_->backend().activation_dtype())))),
-      scheduler_(scheduler_config(config_, cache_.sizes.num_blocks,
-                                  cache_.sizes.num_state_slots)),
+      use_graphs_(model_->backend().supports_graphs() && !config_.enforce_eager && !drafter),
+      cache_(ModelCache::allocate(
+          model_->backend(), model_->config(),
+          with_graph_padding(plan_cache(model_->config(), config_, drafter.get(),
+                                        dtype_size(model_->backend().activation_dtype())),
+                             use_graphs_))),
+      scheduler_(scheduler_config(config_, cache_.sizes.num_blocks - (use_graphs_ ? 1 : 0),
+                                  cache_.sizes.num_state_slots - (use_graphs_ ? 1 : 0))),
       drafter_(std::move(drafter)) {
   if (drafter_) {
     draft_cache_ = DraftCache::allocate(model_->backend(), drafter_->config(),
@@ -124,6 +137,15 @@ Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> to
              " draft tokens per step, ", 1 + config_.num_speculative_tokens,
              " state slots per sequence");
     last_spec_log_s_ = now_seconds();
+  }
+  if (use_graphs_) {
+    // The last slot and block are the padding's (the scheduler never hands them out).
+    const GraphPadding padding{.state_slot = cache_.sizes.num_state_slots - 1,
+                               .kv_block = cache_.sizes.num_blocks - 1};
+    graphs_ = std::make_unique<DecodeGraphRunner>(
+        *model_, cache_, decode_graph_buckets(config_.max_num_seqs), padding,
+        config_.max_model_len);
+    graphs_->capture();
   }
   log_info("engine: ", cache_.sizes.num_blocks, " KV blocks of ", config_.block_size,
            " tokens, ", cache_.sizes.num_state_slots, " state slots, max_model_len ",
@@ -457,9 +479,11 @@ void Engine::step() {
   ForwardBatch batch = build_batch(plan, drafts);
   static const std::vector<int32_t> no_taps;
   const bool argmax_only = argmax_suffices(plan);
-  ForwardOutput output =
-      model_->forward(batch, cache_, drafter_ ? drafter_->tap_layers() : no_taps,
-                      argmax_only ? LogitsOutput::kArgmax : LogitsOutput::kFull);
+  const std::vector<int32_t>& taps = drafter_ ? drafter_->tap_layers() : no_taps;
+  const LogitsOutput logits_output = argmax_only ? LogitsOutput::kArgmax : LogitsOutput::kFull;
+  ForwardOutput output = graphs_ && taps.empty() && graphs_->can_run(batch)
+                             ? graphs_->forward(batch, logits_output)
+                             : model_->forward(batch, cache_, taps, logits_output);
   StepSamples samples = sample_step(plan, drafts, output, argmax_only);
   if (drafter_) write_draft_context(plan, batch, output, samples.verified);
   commit_step(plan, drafts, samples);

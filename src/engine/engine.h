@@ -15,6 +15,7 @@
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/spec_decode.h"
+#include "model/decode_graphs.h"
 #include "model/dflash_drafter.h"
 #include "model/model.h"
 #include "tokenizer/incremental_detokenizer.h"
@@ -35,6 +36,9 @@ struct EngineConfig {
   int32_t num_speculative_tokens = 0;
   // Seconds between the speculative-decoding log lines (vLLM logs every 10 s).
   double spec_log_interval_s = 10.0;
+  // No decode graphs (vLLM's --enforce-eager). Without it, a backend that has graphs records
+  // one per batch-size bucket at start-up (not with a drafter: its steps need hidden states).
+  bool enforce_eager = false;
 };
 
 struct EngineStats {
@@ -140,12 +144,14 @@ class Engine {
   std::unique_ptr<Model> model_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   EngineConfig config_;
+  bool use_graphs_ = false;  // decode graphs: the cache then has one more slot and block
   ModelCache cache_;
   Scheduler scheduler_;
   std::map<SeqId, SequenceContext> contexts_;
   std::map<SeqId, SequenceUpdate> pending_updates_;  // built during a step, sent at its end
   int64_t num_preemptions_ = 0;
   std::unique_ptr<DFlashDrafter> drafter_;
+  std::unique_ptr<DecodeGraphRunner> graphs_;
   DraftOverride draft_override_;
   DraftObserver draft_observer_;
   DraftCache draft_cache_;

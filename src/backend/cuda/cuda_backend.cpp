@@ -41,15 +41,25 @@ using namespace bf::cuda;
 // Caching device allocator: size classes (powers of two up to 1 MiB, then 2 MiB steps),
 // free lists per class. Freed blocks go back to their list and are handed out again; since
 // every kernel runs on the one stream, reuse is ordered after earlier users.
+// A graph-private pool (for_graphs) serves only what recorded graphs allocate: it never frees
+// its cached blocks (a graph replays their addresses) and takes the smallest free block of at
+// least the size, up to twice it, so graphs of smaller batches reuse the larger ones' blocks.
 class DevicePool : public std::enable_shared_from_this<DevicePool> {
  public:
+  explicit DevicePool(bool for_graphs = false) : for_graphs_(for_graphs) {}
   std::shared_ptr<void> allocate(size_t bytes) {
-    const size_t size = round(bytes);
+    size_t size = round(bytes);
     void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto it = free_.find(size);
+      if (for_graphs_) {
+        for (it = free_.lower_bound(size); it != free_.end() && it->first < 2 * size; ++it)
+          if (!it->second.empty()) break;
+        if (it != free_.end() && it->first >= 2 * size) it = free_.end();
+      }
       if (it != free_.end() && !it->second.empty()) {
+        size = it->first;
         p = it->second.back();
         it->second.pop_back();
         cached_ -= size;
@@ -57,7 +67,7 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
     }
     if (p == nullptr) {
       cudaError_t err = cudaMalloc(&p, size);
-      if (err != cudaSuccess) {
+      if (err != cudaSuccess && !for_graphs_) {
         (void)cudaGetLastError();
         release_cached();
         err = cudaMalloc(&p, size);
@@ -87,6 +97,7 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
   size_t in_use() const { return in_use_; }
   size_t peak() const { return peak_; }
   void reset_peak() { peak_ = in_use_; }
+  size_t cached() const { return cached_; }
 
  private:
   static size_t round(size_t bytes) {
@@ -105,6 +116,7 @@ class DevicePool : public std::enable_shared_from_this<DevicePool> {
     cached_ += size;
     in_use_ -= size;
   }
+  const bool for_graphs_;
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_;
   size_t cached_ = 0, in_use_ = 0, peak_ = 0;
@@ -214,6 +226,38 @@ int alignment_of(const void* p) {
   return a;
 }
 
+// A recorded decode forward (Backend::capture_graph). Constants uploaded while recording
+// (e.g. the logits row indices) are copied from `constants`, pinned memory that lives as long
+// as the graph, since a replayed host-to-device copy reads its source again.
+struct CudaGraph final : Backend::Graph {
+  int32_t num_seqs = 0, max_blocks = 0;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  uint8_t* constants = nullptr;
+  size_t constants_size = size_t{256} << 10, constants_used = 0;
+  int* live_count = nullptr;  // the backend's count of graphs alive (they must not outlive it)
+  ~CudaGraph() override {
+    if (live_count) --*live_count;
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (constants) cudaFreeHost(constants);
+  }
+};
+
+// Where a graph's batch metadata lives in the shared metadata buffer (int32 offsets), for a
+// batch of n sequences of one token each: positions, slot mapping, row -> sequence, token
+// ids, SeqInfo (8 ints each), the live max kv length, then the block tables.
+struct GraphLayout {
+  int64_t n;
+  int64_t positions() const { return 0; }
+  int64_t slot_mapping() const { return n; }
+  int64_t token_seq() const { return 2 * n; }
+  int64_t token_ids() const { return 3 * n; }
+  int64_t seqs() const { return 4 * n; }
+  int64_t max_kv_len() const { return 12 * n; }
+  int64_t tables() const { return 12 * n + 4; }
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaBackendOptions& options)
@@ -241,6 +285,8 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     cudaStreamSynchronize(ctx_.stream);
+    if (graph_host_) cudaFreeHost(graph_host_);
+    if (graph_copied_) cudaEventDestroy(graph_copied_);
     for (int i = 0; i < 2; ++i) {
       if (staging_[i]) cudaFreeHost(staging_[i]);
       if (staging_event_[i]) cudaEventDestroy(staging_event_[i]);
@@ -251,9 +297,11 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::kCUDA; }
   DType activation_dtype() const override { return act_; }
 
+  // While a graph records, memory comes from the graph-private pool (see capture_graph).
   Tensor alloc(Shape shape, DType dtype) {
     const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-    return Tensor::adopt(ctx_.pool->allocate(bytes == 0 ? 1 : bytes), std::move(shape), dtype,
+    DevicePool& pool = recording_ != nullptr ? *graph_pool_ : *ctx_.pool;
+    return Tensor::adopt(pool.allocate(bytes == 0 ? 1 : bytes), std::move(shape), dtype,
                          Device::kCUDA);
   }
 
@@ -364,6 +412,17 @@ class CudaBackend final : public Backend {
 
   Tensor upload_i32(const std::vector<int32_t>& values) {
     Tensor t = alloc({static_cast<int64_t>(values.size())}, DType::kI32);
+    if (recording_ != nullptr && !values.empty()) {  // a constant of the graph
+      CudaGraph& g = *recording_;
+      const size_t bytes = values.size() * 4, need = (bytes + 255) / 256 * 256;
+      BF_CHECK(g.constants_used + need <= g.constants_size, "graph capture: more than ",
+               g.constants_size, " bytes of constant uploads");
+      uint8_t* src = g.constants + g.constants_used;
+      g.constants_used += need;
+      std::memcpy(src, values.data(), bytes);
+      BF_CUDA_CHECK(cudaMemcpyAsync(t.raw(), src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+      return t;
+    }
     ctx_.upload_async(t.raw(), values.data(), values.size() * 4);
     return t;
   }
@@ -399,8 +458,17 @@ class CudaBackend final : public Backend {
     for (size_t t = 0; t < ids.size(); ++t)
       BF_CHECK(ids[t] >= 0 && ids[t] < vocab, "embedding: token id ", ids[t], " at row ", t,
                " out of range [0, ", vocab, ")");
-    Tensor d_ids = upload_i32(ids);
-    launch_embedding(d_ids.i32(), static_cast<int64_t>(ids.size()), table.raw(), tdt, vocab, hidden,
+    // A graph's token ids come from its metadata buffer; other ids (the logits rows) are
+    // constants of the batch shape.
+    Tensor d_ids;
+    const int32_t* dev_ids = nullptr;
+    if (graph_batch_ != nullptr && ids.data() == graph_batch_->token_ids.data()) {
+      dev_ids = graph_token_ids_;
+    } else {
+      d_ids = upload_i32(ids);
+      dev_ids = d_ids.i32();
+    }
+    launch_embedding(dev_ids, static_cast<int64_t>(ids.size()), table.raw(), tdt, vocab, hidden,
                      out.raw(), odt, ctx_.stream);
   }
 
@@ -481,6 +549,8 @@ class CudaBackend final : public Backend {
       };
       const auto key = std::make_tuple(m, n, k, odt);
       auto it = gemv_choice_.find(key);
+      BF_CHECK(it != gemv_choice_.end() || recording_ == nullptr, "matmul [", m, ", ", k,
+               "]: first seen while recording a graph (the eager run should have timed it)");
       if (it == gemv_choice_.end()) {
         // The gemv configuration: pinned (BLOCKFLASH_GEMV_CONFIG) or the fastest of the
         // useful ones; then gemv against cuBLASLt unless BLOCKFLASH_GEMV pins that too.
@@ -604,7 +674,11 @@ class CudaBackend final : public Backend {
     // The model passes batch.positions: reuse the uploaded batch's copy when it is that.
     const int32_t* d_positions = nullptr;
     Tensor d_pos;
-    if (cached_batch_ != nullptr && positions.data() == cached_positions_ &&
+    if (graph_batch_ != nullptr) {
+      BF_CHECK(positions.data() == graph_batch_->positions.data(),
+               "rope: a graph's positions must be its batch's");
+      d_positions = graph_dev_.positions;
+    } else if (cached_batch_ != nullptr && positions.data() == cached_positions_ &&
         static_cast<int64_t>(positions.size()) == cached_tokens_ &&
         fnv(1469598103934665603ull, positions.data(), positions.size()) == cached_pos_hash_) {
       d_positions = cached_dev_.positions;
@@ -634,6 +708,11 @@ class CudaBackend final : public Backend {
 
   // --- batch metadata ---
   const DeviceBatch& device_batch(const ForwardBatch& batch, int64_t num_tokens, const char* op) {
+    if (graph_batch_ != nullptr) {
+      BF_CHECK(&batch == graph_batch_ && num_tokens == graph_dev_.num_tokens, op,
+               ": a graph runs only the batch it records");
+      return graph_dev_;
+    }
     BF_CHECK(static_cast<int64_t>(batch.positions.size()) >= num_tokens ||
                  batch.positions.empty(),
              op, ": batch has ", batch.positions.size(), " positions for ", num_tokens, " rows");
@@ -921,18 +1000,20 @@ class CudaBackend final : public Backend {
     const int64_t work = simt_rows * hkv * ((hq / hkv + 7) / 8);  // blocks before splitting
     const int sms = std::max(1, ctx_.caps.num_sms);
     int splits = 1;
-    if (work < 2 * sms && d.max_kv_len > 512) {
-      splits = static_cast<int>(std::min<int64_t>((d.max_kv_len + 255) / 256,
-                                                  std::max<int64_t>(1, 4 * sms / std::max<int64_t>(work, 1))));
-      splits = std::min(splits, 128);
+    if (d.live_max_kv_len != nullptr) {
+      // A graph: the grid has room for the splits of the longest context its block tables
+      // hold; each replay's kernels take the layout of the live max kv length.
+      const int bound = static_cast<int>(std::min<int64_t>(int64_t{graph_max_blocks_} * block_size,
+                                                           int64_t{1} << 30));
+      splits = decode_max_splits(work, sms, bound);
+      a.split_work = work;
+      a.split_sms = sms;
+    } else {
+      const SplitLayout layout = decode_split_layout(work, sms, d.max_kv_len);
+      splits = layout.num_splits;
+      a.split_len = layout.split_len;
     }
     Tensor partial_o, partial_ml;
-    if (splits > 1) {
-      int split_len = (d.max_kv_len + splits - 1) / splits;
-      split_len = (split_len + 63) / 64 * 64;
-      splits = (d.max_kv_len + split_len - 1) / split_len;
-      a.split_len = split_len;
-    }
     a.num_splits = splits;
     if (splits > 1) {
       partial_o = alloc({splits, T, hq, hd}, DType::kF32);
@@ -1016,7 +1097,7 @@ class CudaBackend final : public Backend {
     Tensor ids = alloc({T, top_k}, DType::kI32);
     Tensor weights = alloc({T, top_k}, DType::kF32);
     launch_moe_route(logits.f32(), T, E, top_k, ids.i32(), weights.f32(), ctx_.stream);
-    if (T >= kMoeGroupedMinTokens) {
+    if (T >= kMoeGroupedMinTokens && graph_batch_ == nullptr) {  // grouped syncs: not in graphs
       moe_grouped(x, gate_up, down, ids, weights, T, hidden, E, inter, top_k, out);
       return;
     }
@@ -1034,7 +1115,145 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // --- CUDA graphs of decode steps ---
+  bool supports_graphs() const override { return true; }
+
+  std::unique_ptr<Graph> capture_graph(const ForwardBatch& batch, int32_t max_blocks_per_seq,
+                                       const std::function<void()>& forward) override {
+    const int32_t n = static_cast<int32_t>(batch.seqs.size());
+    check_graph_batch(batch, n, max_blocks_per_seq);
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t ints = GraphLayout{n}.tables() + int64_t{n} * max_blocks_per_seq;
+    if (!graph_meta_.defined() || (ints > graph_meta_.numel() && live_graphs_ == 0)) {
+      // Sized by the first (largest) graph; every later one shares it. Grown only when no
+      // graph that reads the old one is alive.
+      if (graph_host_) {
+        BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+        cudaFreeHost(graph_host_);
+        graph_host_ = nullptr;
+      }
+      graph_meta_ = alloc({ints}, DType::kI32);
+      BF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&graph_host_), ints * 4,
+                                  cudaHostAllocDefault));
+      if (!graph_copied_)
+        BF_CUDA_CHECK(cudaEventCreateWithFlags(&graph_copied_, cudaEventDisableTiming));
+    }
+    BF_CHECK(ints <= graph_meta_.numel(), "capture_graph: record the largest batch first (",
+             n, " sequences of ", max_blocks_per_seq, " blocks do not fit the first graph's buffer)");
+    auto graph = std::make_unique<CudaGraph>();
+    graph->num_seqs = n;
+    graph->max_blocks = max_blocks_per_seq;
+    graph_max_blocks_ = max_blocks_per_seq;
+    BF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&graph->constants), graph->constants_size,
+                                cudaHostAllocDefault));
+    upload_graph_batch(batch, n);
+    // Ops read the metadata buffer while graph_batch_ is set; always cleared on the way out.
+    struct Scope {
+      CudaBackend& be;
+      ~Scope() {
+        be.graph_batch_ = nullptr;
+        be.recording_ = nullptr;
+      }
+    } scope{*this};
+    graph_batch_ = &batch;
+    graph_dev_ = graph_device_batch(n);
+    graph_token_ids_ = graph_meta_.i32() + GraphLayout{n}.token_ids();
+    forward();  // eagerly: GEMM choices, cuBLASLt plans, lazy kernel attributes
+    BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    recording_ = graph.get();
+    BF_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeRelaxed));
+    try {
+      forward();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(ctx_.stream, &broken);
+      if (broken) cudaGraphDestroy(broken);
+      (void)cudaGetLastError();
+      throw;
+    }
+    BF_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream, &graph->graph));
+    recording_ = nullptr;
+    BF_CUDA_CHECK(cudaGraphInstantiate(&graph->exec, graph->graph, 0));
+    graph->live_count = &live_graphs_;
+    ++live_graphs_;
+    BF_CUDA_CHECK(cudaGraphUpload(graph->exec, ctx_.stream));
+    BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    log_debug("cuda: graph of ", n, " sequences recorded in ",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+              " s; graph pool ", graph_pool_->in_use() >> 20, " MiB held, ",
+              graph_pool_->cached() >> 20, " MiB cached");
+    return graph;
+  }
+
+  void replay_graph(Graph& base, const ForwardBatch& batch) override {
+    CudaGraph& graph = dynamic_cast<CudaGraph&>(base);
+    check_graph_batch(batch, graph.num_seqs, graph.max_blocks);
+    upload_graph_batch(batch, graph.num_seqs);
+    BF_CUDA_CHECK(cudaGraphLaunch(graph.exec, ctx_.stream));
+  }
+
  private:
+  // A graph batch: n plain decodes (one token each, no snapshots, logits at every row in
+  // order) whose block tables fit the metadata buffer.
+  void check_graph_batch(const ForwardBatch& batch, int32_t n, int32_t max_blocks) {
+    const char* op = "graph batch";
+    BF_CHECK(n >= 1 && static_cast<int32_t>(batch.seqs.size()) == n && batch.num_tokens() == n &&
+                 batch.positions.size() == batch.token_ids.size() &&
+                 batch.slot_mapping.size() == batch.token_ids.size() &&
+                 static_cast<int32_t>(batch.logits_rows.size()) == n,
+             op, ": expected ", n, " sequences of one token each with logits, got ",
+             batch.seqs.size(), " sequences, ", batch.num_tokens(), " tokens");
+    for (int32_t s = 0; s < n; ++s) {
+      const BatchSequence& seq = batch.seqs[s];
+      BF_CHECK(seq.query_start == s && seq.query_len == 1 && seq.snapshot_slots.empty() &&
+                   seq.num_computed >= 0 && batch.logits_rows[s] == s &&
+                   static_cast<int32_t>(seq.block_table.size()) <= max_blocks &&
+                   seq.state_slot >= 0,
+               op, ": sequence ", s, " is not a plain decode of at most ", max_blocks,
+               " blocks");
+    }
+  }
+  // The device view of the metadata buffer for n sequences (the kernels' DeviceBatch).
+  DeviceBatch graph_device_batch(int32_t n) {
+    const GraphLayout l{n};
+    const int32_t* base = graph_meta_.i32();
+    DeviceBatch d;
+    d.positions = base + l.positions();
+    d.slot_mapping = base + l.slot_mapping();
+    d.token_seq = base + l.token_seq();
+    d.seqs = reinterpret_cast<const SeqInfo*>(base + l.seqs());
+    d.block_tables = base + l.tables();
+    d.num_tokens = n;
+    d.num_seqs = n;
+    d.max_query_len = 1;
+    d.live_max_kv_len = base + l.max_kv_len();
+    return d;
+  }
+  // Writes the batch's metadata into the pinned mirror and queues one copy of the used part.
+  void upload_graph_batch(const ForwardBatch& batch, int32_t n) {
+    const GraphLayout l{n};
+    BF_CUDA_CHECK(cudaEventSynchronize(graph_copied_));  // the previous copy has read the mirror
+    int32_t* h = graph_host_;
+    int32_t table_total = 0, max_kv = 0;
+    for (int32_t s = 0; s < n; ++s) {
+      const BatchSequence& seq = batch.seqs[s];
+      h[l.positions() + s] = batch.positions[s];
+      h[l.slot_mapping() + s] = batch.slot_mapping[s];
+      h[l.token_seq() + s] = s;
+      h[l.token_ids() + s] = batch.token_ids[s];
+      const int32_t blocks = static_cast<int32_t>(seq.block_table.size());
+      const SeqInfo info{s, 1, seq.num_computed, seq.state_slot, table_total, blocks, -1, 0};
+      std::memcpy(h + l.seqs() + 8 * s, &info, sizeof(info));
+      std::memcpy(h + l.tables() + table_total, seq.block_table.data(), blocks * 4);
+      table_total += blocks;
+      max_kv = std::max(max_kv, seq.kv_len());
+    }
+    h[l.max_kv_len()] = max_kv;
+    const size_t bytes = (l.tables() + table_total) * 4;
+    BF_CUDA_CHECK(cudaMemcpyAsync(graph_meta_.raw(), h, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+    BF_CUDA_CHECK(cudaEventRecord(graph_copied_, ctx_.stream));
+  }
+
   Context& ctx_;
   DType act_;
   KernelSelector selector_;
@@ -1059,6 +1278,18 @@ class CudaBackend final : public Backend {
   int64_t cached_tokens_ = -1;
   DeviceBatch cached_dev_;
   Tensor cached_buffer_;
+  // Graphs: the metadata buffer every graph reads (and its pinned mirror), the pool of what
+  // graphs allocate, and while one is recorded (or run eagerly in graph mode) its batch.
+  std::shared_ptr<DevicePool> graph_pool_ = std::make_shared<DevicePool>(/*for_graphs=*/true);
+  Tensor graph_meta_;
+  int32_t* graph_host_ = nullptr;
+  cudaEvent_t graph_copied_ = nullptr;
+  int32_t graph_max_blocks_ = 0;  // of the graph being recorded: bounds its split-KV grid
+  int live_graphs_ = 0;
+  const ForwardBatch* graph_batch_ = nullptr;
+  DeviceBatch graph_dev_;
+  const int32_t* graph_token_ids_ = nullptr;
+  CudaGraph* recording_ = nullptr;
 };
 
 }  // namespace

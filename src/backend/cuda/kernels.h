@@ -30,7 +30,42 @@ struct DeviceBatch {
   int32_t num_tokens = 0, num_seqs = 0;
   int32_t max_query_len = 0, max_kv_len = 0;
   bool any_snapshots = false;
+  // Graph replays: the batch's max kv length, read on the device (max_kv_len is then only
+  // the bound the graph was recorded for); null when eager.
+  const int32_t* live_max_kv_len = nullptr;
 };
+
+#if defined(__CUDACC__)
+#define BF_HOST_DEVICE __host__ __device__
+#else
+#define BF_HOST_DEVICE
+#endif
+
+// Split-KV layout of decode attention (FlashDecoding): split the keys when the grid of `work`
+// blocks would be too small to fill `sms` SMs and the context is long. One function on the
+// host (eager) and on the device (graph replays, where the context length changes between
+// replays of one recorded grid), so both give the same layout and the same result.
+struct SplitLayout {
+  int num_splits = 1, split_len = 0;
+};
+BF_HOST_DEVICE inline int decode_max_splits(int64_t work, int sms, int max_kv_len) {
+  if (work >= 2 * static_cast<int64_t>(sms) || max_kv_len <= 512) return 1;
+  const int64_t by_len = (max_kv_len + 255) / 256;
+  const int64_t per_work = 4 * static_cast<int64_t>(sms) / (work > 1 ? work : 1);
+  int64_t splits = by_len < per_work ? by_len : per_work;
+  if (splits < 1) splits = 1;
+  return static_cast<int>(splits < 128 ? splits : 128);
+}
+BF_HOST_DEVICE inline SplitLayout decode_split_layout(int64_t work, int sms, int max_kv_len) {
+  SplitLayout l;
+  l.num_splits = decode_max_splits(work, sms, max_kv_len);
+  if (l.num_splits > 1) {
+    // 64-aligned splits; the last may then be unused, so recount.
+    l.split_len = ((max_kv_len + l.num_splits - 1) / l.num_splits + 63) / 64 * 64;
+    l.num_splits = (max_kv_len + l.split_len - 1) / l.split_len;
+  }
+  return l;
+}
 
 // --- dense (kernels_dense.cu) ---
 void launch_embedding(const int32_t* ids, int64_t n, const void* table, int table_dt,
@@ -98,6 +133,10 @@ struct AttnArgs {
   float* partial_o = nullptr;     // split-KV scratch [splits, T, hq, hd]
   float* partial_ml = nullptr;    // [splits, T, hq, 2]
   int num_splits = 1, split_len = 0;
+  // With DeviceBatch::live_max_kv_len: num_splits is the grid's (the most splits any replay
+  // may use) and each block recomputes decode_split_layout(split_work, split_sms, live length).
+  int64_t split_work = 0;
+  int split_sms = 0;
 };
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,

@@ -25,6 +25,13 @@ __global__ void kv_write_kernel(const void* k, int k_dt, const void* v, int v_dt
   }
 }
 
+// The split layout this launch uses: the host's, or on graph replays the one the batch's live
+// max kv length gives (splits past it exit at once and the combine never reads them).
+__device__ __forceinline__ SplitLayout launch_splits(const AttnArgs& a, const DeviceBatch& b) {
+  if (b.live_max_kv_len == nullptr) return SplitLayout{a.num_splits, a.split_len};
+  return decode_split_layout(a.split_work, a.split_sms, *b.live_max_kv_len);
+}
+
 constexpr int kWarps = 4;
 constexpr int kUnroll = 2;
 
@@ -50,6 +57,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float sm_m[kWarps][kMaxG], sm_l[kWarps][kMaxG];
   __shared__ float sm_acc[kWarps][kMaxG][HD];
   const int t = blockIdx.x, split = blockIdx.z;
+  const SplitLayout splits = launch_splits(a, b);
+  if (split >= splits.num_splits) return;
   const int group = a.hq / a.hkv;
   const int chunks = (group + kMaxG - 1) / kMaxG;
   const int kvh = blockIdx.y / chunks;
@@ -67,9 +76,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     hi = a.causal ? p + 1 : kv_len;
     lo = a.sliding_window > 0 ? max(0, p - a.sliding_window + 1) : 0;
   }
-  if (a.num_splits > 1) {
-    lo = max(lo, split * a.split_len);
-    hi = min(hi, (split + 1) * a.split_len);
+  if (splits.num_splits > 1) {
+    lo = max(lo, split * splits.split_len);
+    hi = min(hi, (split + 1) * splits.split_len);
   }
   float q[kMaxG][V];
 #pragma unroll
@@ -158,13 +167,13 @@ __global__ void __launch_bounds__(kWarps * 32)
       float o = 0.0f;
       for (int w = 0; w < kWarps; ++w) o += sm_acc[w][g][d] * __expf(sm_m[w][g] - M);
       o = L > 0.0f ? o / L : 0.0f;
-      if (a.num_splits > 1) {
+      if (splits.num_splits > 1) {
         a.partial_o[(static_cast<int64_t>(split) * b.num_tokens * a.hq) * HD + out_off + d] = o;
       } else {
         from_f(o, static_cast<T*>(a.out) + out_off + d);
       }
     }
-    if (a.num_splits > 1 && threadIdx.x == 0) {
+    if (splits.num_splits > 1 && threadIdx.x == 0) {
       const int64_t ml = (static_cast<int64_t>(split) * b.num_tokens * a.hq + t * a.hq + h0 + g) * 2;
       a.partial_ml[ml] = L > 0.0f ? M : -FLT_MAX;
       a.partial_ml[ml + 1] = L;
@@ -175,14 +184,16 @@ __global__ void __launch_bounds__(kWarps * 32)
 // out[t, h] = Σ_s e^{m_s − M} l_s o_s / Σ_s e^{m_s − M} l_s
 __global__ void attention_combine_kernel(AttnArgs a, DeviceBatch b, int num_tokens) {
   const int t = blockIdx.x, h = blockIdx.y;
+  const int num_splits = launch_splits(a, b).num_splits;
+  if (num_splits == 1) return;  // graph replay of a short context: the kernel wrote out
   const int64_t row = static_cast<int64_t>(t) * a.hq + h;
   const int64_t plane = static_cast<int64_t>(num_tokens) * a.hq;
   float M = -FLT_MAX;
-  for (int s = 0; s < a.num_splits; ++s)
+  for (int s = 0; s < num_splits; ++s)
     if (a.partial_ml[(s * plane + row) * 2 + 1] > 0.0f)
       M = fmaxf(M, a.partial_ml[(s * plane + row) * 2]);
   float L = 0.0f;
-  for (int s = 0; s < a.num_splits; ++s) {
+  for (int s = 0; s < num_splits; ++s) {
     const float ls = a.partial_ml[(s * plane + row) * 2 + 1];
     if (ls > 0.0f) L += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M);
   }
@@ -190,7 +201,7 @@ __global__ void attention_combine_kernel(AttnArgs a, DeviceBatch b, int num_toke
   if (si >= 0 && b.seqs[si].query_len >= a.simt_skip_query_len) return;
   for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
     float o = 0.0f;
-    for (int s = 0; s < a.num_splits; ++s) {
+    for (int s = 0; s < num_splits; ++s) {
       const float ls = a.partial_ml[(s * plane + row) * 2 + 1];
       if (ls > 0.0f)
         o += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M) *
