@@ -149,8 +149,15 @@ ForwardOutput Model::forward(const ForwardBatch& batch, ModelCache& cache,
   // Only the rows that need logits go through the LM head.
   const int64_t R = static_cast<int64_t>(batch.logits_rows.size());
   if (R > 0) {
-    Tensor selected = be.empty({R, c.hidden_size});
-    be.embedding(batch.logits_rows, normed, selected);
+    // Every row in order (decode steps): the LM head reads the normed rows in place.
+    bool all_rows_in_order = R == T;
+    for (int64_t r = 0; r < R && all_rows_in_order; ++r)
+      all_rows_in_order = batch.logits_rows[r] == r;
+    Tensor selected = normed;
+    if (!all_rows_in_order) {
+      selected = be.empty({R, c.hidden_size});
+      be.embedding(batch.logits_rows, normed, selected);
+    }
     Tensor logits = be.empty({R, c.vocab_size});
     be.matmul(selected, lm_head(), logits);
     if (logits_output == LogitsOutput::kArgmax)
