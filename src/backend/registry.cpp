@@ -168,13 +168,24 @@ const KernelRegistry& builtin_kernel_registry() {
                      .family = KernelFamily::kGatedDeltaNet,
                      .description = "recurrent gated delta rule: a warp per 32 value columns, "
                                     "each lane's state column in registers, next token "
-                                    "prefetched; snapshots for verify (also used for prefill: "
-                                    "no chunked kernel yet)",
+                                    "prefetched; snapshots for verify",
                      .min_cc = 70,
                      .head_dims = {16, 32, 64, 128},
                      .smem_bytes = {},
                      .paged = false,
                      .priority = 0});
+    r.add(KernelCaps{.name = "gdn-chunked",
+                     .family = KernelFamily::kGatedDeltaNet,
+                     .description = "chunked gated delta rule (WY/UT transform, 32-token chunks, "
+                                    "mma.sync TF32, 3xTF32 in f32 mode) for prefill: a CTA per "
+                                    "(sequence, value head, 32 value columns), state in "
+                                    "registers; decode and verify go to gdn-recurrent",
+                     .min_cc = 80,
+                     .head_dims = {16, 32, 64, 128},
+                     .smem_bytes = {{16, 27648}, {32, 34304}, {64, 47616}, {128, 74240}},
+                     .paged = false,
+                     .specialized = true,
+                     .priority = 10});
     return r;
   }();
   return registry;

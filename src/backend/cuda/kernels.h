@@ -65,8 +65,18 @@ struct DeltaArgs {
   int hk, hv, dk, dv;
   float* state;  // [num_slots, hv, dk, dv]
   void* out; int out_dt;
+  // Sequences without snapshots and with at least this many tokens are the chunked kernel's;
+  // the recurrent kernel skips them (the default leaves every sequence to it).
+  int chunk_min_len = 1 << 30;
 };
 void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
+// Chunked form (kernels_delta_chunked.cu, mma.sync TF32, sm_80+): the sequences the recurrent
+// kernel skips; dk 16/32/64/128, any dv.
+void launch_delta_rule_chunked(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
+size_t delta_chunked_smem_bytes(int dk);
+// Sequences of at least this many tokens take the chunked kernel when it is selected
+// (bench_cuda gdn measures both kernels by length); forcing gdn-chunked lowers it to 2.
+constexpr int kDeltaChunkMinLen = 8;
 
 // --- attention (kernels_attention.cu) ---
 void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const DeviceBatch& b,
