@@ -176,13 +176,15 @@ const KernelRegistry& builtin_kernel_registry() {
                      .priority = 0});
     r.add(KernelCaps{.name = "gdn-chunked",
                      .family = KernelFamily::kGatedDeltaNet,
-                     .description = "chunked gated delta rule (WY/UT transform, 32-token chunks, "
-                                    "mma.sync TF32, 3xTF32 in f32 mode) for prefill: a CTA per "
-                                    "(sequence, value head, 32 value columns), state in "
-                                    "registers; decode and verify go to gdn-recurrent",
+                     .description = "chunked gated delta rule for prefill (WY/UT transform, "
+                                    "32-token chunks, mma.sync TF32, 3xTF32 in f32 mode): a "
+                                    "parallel prep kernel per (chunk, head) inverts I + A, then "
+                                    "a CTA per (sequence, value head, 32 value columns) carries "
+                                    "the state in registers; decode and verify go to "
+                                    "gdn-recurrent",
                      .min_cc = 80,
                      .head_dims = {16, 32, 64, 128},
-                     .smem_bytes = {{16, 27648}, {32, 34304}, {64, 47616}, {128, 74240}},
+                     .smem_bytes = {{16, 38400}, {32, 45056}, {64, 58368}, {128, 84992}},
                      .paged = false,
                      .specialized = true,
                      .priority = 10});

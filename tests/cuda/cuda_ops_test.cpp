@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <numeric>
 #include <random>
 
@@ -284,8 +285,12 @@ void delta_case(Backend& cpu, Backend& gpu, std::mt19937& rng, GdnDims dims,
   std::string what = "dk " + std::to_string(dk) + " dv " + std::to_string(dv) + " Hk " +
                      std::to_string(hk) + " Hv " + std::to_string(hv) + " verify " +
                      std::to_string(verify) + (f32 ? " f32" : " bf16");
-  EXPECT_TRUE(close(gpu.to_host(got), want, f32 ? 1e-4 : 1e-2)) << "out " << what;
-  EXPECT_TRUE(close(gpu.to_host(gpu_state), cpu_state, f32 ? 1e-4 : 2e-3)) << "state " << what;
+  const ::testing::AssertionResult out_ok = close(gpu.to_host(got), want, f32 ? 1e-4 : 1e-2);
+  const ::testing::AssertionResult state_ok =
+      close(gpu.to_host(gpu_state), cpu_state, f32 ? 1e-4 : 2e-3);
+  EXPECT_TRUE(out_ok) << "out " << what;
+  EXPECT_TRUE(state_ok) << "state " << what;
+  std::printf("gdn %s: out %s; state %s\n", what.c_str(), out_ok.message(), state_ok.message());
 }
 
 TEST_F(CudaOps, GatedDeltaRule) {

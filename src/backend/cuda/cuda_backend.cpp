@@ -757,7 +757,10 @@ class CudaBackend final : public Backend {
       any_chunked |= chunked;
       any_recurrent |= !chunked && seq.query_len > 0;
     }
-    if (any_chunked) launch_delta_rule_chunked(a, d, ctx_.stream);
+    if (any_chunked) {
+      Tensor scratch = alloc({delta_chunked_scratch_floats(T, a.hv)}, DType::kF32);
+      launch_delta_rule_chunked(a, d, scratch.f32(), ctx_.stream);
+    }
     if (any_recurrent) launch_delta_rule_recurrent(a, d, ctx_.stream);
   }
 

@@ -71,8 +71,10 @@ struct DeltaArgs {
 };
 void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
 // Chunked form (kernels_delta_chunked.cu, mma.sync TF32, sm_80+): the sequences the recurrent
-// kernel skips; dk 16/32/64/128, any dv.
-void launch_delta_rule_chunked(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
+// kernel skips; dk 16/32/64/128, any dv. scratch: f32, delta_chunked_scratch_floats(T, hv).
+void launch_delta_rule_chunked(const DeltaArgs& a, const DeviceBatch& b, float* scratch,
+                               cudaStream_t s);
+int64_t delta_chunked_scratch_floats(int64_t tokens, int hv);
 size_t delta_chunked_smem_bytes(int dk);
 // Sequences of at least this many tokens take the chunked kernel when it is selected
 // (bench_cuda gdn measures both kernels by length); forcing gdn-chunked lowers it to 2.
