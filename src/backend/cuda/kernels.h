@@ -76,9 +76,10 @@ void launch_delta_rule_chunked(const DeltaArgs& a, const DeviceBatch& b, float* 
                                cudaStream_t s);
 int64_t delta_chunked_scratch_floats(int64_t tokens, int hv);
 size_t delta_chunked_smem_bytes(int dk);
-// Sequences of at least this many tokens take the chunked kernel when it is selected
-// (bench_cuda gdn measures both kernels by length); forcing gdn-chunked lowers it to 2.
-constexpr int kDeltaChunkMinLen = 8;
+// Sequences of at least this many tokens take the chunked kernel when it is selected; forcing
+// gdn-chunked lowers it to 2. bench_cuda gdn (H200, B=8, Qwen3.5-27B heads): 16 tokens
+// recurrent 0.080 ms vs chunked 0.098, 32 tokens 0.143 vs 0.107 (bench/RESULTS.md).
+constexpr int kDeltaChunkMinLen = 32;
 
 // --- attention (kernels_attention.cu) ---
 void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const DeviceBatch& b,
