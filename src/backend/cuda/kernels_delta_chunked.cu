@@ -267,11 +267,10 @@ __global__ void __launch_bounds__(kThreads, 2)  // two CTAs per SM: 192 CTAs at 
   if (!is_chunked(seq, a)) return;  // verify blocks and short sequences are the recurrent kernel's
   const int h = blockIdx.y, j0 = blockIdx.z * BV, dv = a.dv;
   const int kh = h / (a.hv / a.hk);
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int tid = threadIdx.x, warp = tid >> 5;
   // This warp's 16x8 tile of the [C, C] and [C, BV] products.
   const int mr = (warp / (BV / 8)) * 16, nc = (warp % (BV / 8)) * 8;
   float* slot = a.state + (static_cast<int64_t>(seq.state_slot) * a.hv + h) * DK * dv;
-  (void)lane;
 
   // The state block S [DK, BV] as accumulator tiles: tile id = warp + kWarps n.
   float S[kStateTilesPerWarp][4];
