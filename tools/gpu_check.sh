@@ -27,8 +27,8 @@ if has tests; then
   note "test_cuda rc=$rc: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_cuda.log" | tr '\n' ' ')"
   grep -E '^\[  FAILED|Failure|golden' "$OUT/test_cuda.log" | head -40
   BLOCKFLASH_DISABLE_SPECIALIZED_KERNELS=1 timeout 120 $G/bin/test_cuda --gtest_color=no \
-    --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_portable.log" 2>&1
-  note "attention tests, portable kernel only rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_portable.log" | tr '\n' ' ')"
+    --gtest_filter='CudaOps.PagedAttention*:CudaOps.GatedDeltaRule*' > "$OUT/test_portable.log" 2>&1
+  note "attention + GDN tests, portable kernels only rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_portable.log" | tr '\n' ' ')"
   BLOCKFLASH_FLASH_TILE=64 timeout 120 $G/bin/test_cuda --gtest_color=no \
     --gtest_filter='CudaOps.PagedAttention*' > "$OUT/test_flash_t64.log" 2>&1
   note "attention tests, flash 64-query tiles rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/test_flash_t64.log" | tr '\n' ' ')"

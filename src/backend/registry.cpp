@@ -172,13 +172,26 @@ const KernelRegistry& builtin_kernel_registry() {
                      .family = KernelFamily::kGatedDeltaNet,
                      .description = "recurrent gated delta rule: a warp per 32 value columns, "
                                     "each lane's state column in registers, next token "
-                                    "prefetched; snapshots for verify (also used for prefill: "
-                                    "no chunked kernel yet)",
+                                    "prefetched; snapshots for verify",
                      .min_cc = 70,
                      .head_dims = {16, 32, 64, 128},
                      .smem_bytes = {},
                      .paged = false,
                      .priority = 0});
+    r.add(KernelCaps{.name = "gdn-chunked",
+                     .family = KernelFamily::kGatedDeltaNet,
+                     .description = "chunked gated delta rule for prefill (WY/UT transform, "
+                                    "32-token chunks, mma.sync TF32, 3xTF32 in f32 mode): a "
+                                    "parallel prep kernel per (chunk, head) inverts I + A, then "
+                                    "a CTA per (sequence, value head, 32 value columns) carries "
+                                    "the state in registers; decode and verify go to "
+                                    "gdn-recurrent",
+                     .min_cc = 80,
+                     .head_dims = {16, 32, 64, 128},
+                     .smem_bytes = {{16, 38400}, {32, 45056}, {64, 58368}, {128, 84992}},
+                     .paged = false,
+                     .specialized = true,
+                     .priority = 10});
     return r;
   }();
   return registry;

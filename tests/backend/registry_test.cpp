@@ -125,5 +125,23 @@ TEST(Registry, SelectorLogsOncePerShape) {
   EXPECT_EQ(sel.select(attention(128)).name, "mma-sm80");
 }
 
+// Prefill of the GDN layers takes the chunked kernel where mma.sync exists; disabling the
+// specialised kernels (or an older device) falls back to the recurrent one.
+TEST(Registry, BuiltinGdnChunkedAndItsFallback) {
+  const KernelRegistry& r = builtin_kernel_registry();
+  for (int dk : {64, 128}) {
+    LayerNeeds gdn{.family = KernelFamily::kGatedDeltaNet, .head_dim = dk};
+    EXPECT_EQ(r.select(device(90), gdn, {}).kernel->name, "gdn-chunked");
+    EXPECT_EQ(r.select(device(120), gdn, {}).kernel->name, "gdn-chunked");
+    EXPECT_EQ(r.select(device(75), gdn, {}).kernel->name, "gdn-recurrent");
+    SelectOptions off;
+    off.disable_specialized = true;
+    EXPECT_EQ(r.select(device(90), gdn, off).kernel->name, "gdn-recurrent");
+    SelectOptions forced;
+    forced.forced = "gdn-recurrent";
+    EXPECT_EQ(r.select(device(90), gdn, forced).kernel->name, "gdn-recurrent");
+  }
+}
+
 }  // namespace
 }  // namespace bf

@@ -838,13 +838,31 @@ class CudaBackend final : public Backend {
              op, ": recurrent_state must be CUDA F32 [num_slots, Hv, dk, dv], got ",
              shape_string(state.shape()));
     check_slots(batch, state.dim(0), op);
-    selector_.select(LayerNeeds{.family = KernelFamily::kGatedDeltaNet, .head_dim = dims.k_head_dim});
+    const KernelCaps& kernel = selector_.select(
+        LayerNeeds{.family = KernelFamily::kGatedDeltaNet, .head_dim = dims.k_head_dim});
     const DeviceBatch& d = device_batch(batch, T, op);
     DeltaArgs a{q.raw(), k.raw(), v.raw(), g.raw(), beta.raw(), dt_of(q, op, "q"), dt_of(k, op, "k"),
                 dt_of(v, op, "v"), dt_of(g, op, "g"), dt_of(beta, op, "beta"), dims.num_k_heads,
                 dims.num_v_heads, dims.k_head_dim, dims.v_head_dim, state.f32(), out.raw(),
                 dt_of(out, op, "out")};
-    launch_delta_rule_recurrent(a, d, ctx_.stream);
+    if (kernel.name != "gdn-chunked" || a.q_dt != a.k_dt) {
+      launch_delta_rule_recurrent(a, d, ctx_.stream);
+      return;
+    }
+    // Multi-token sequences without snapshots go to the chunked kernel, the rest (decode,
+    // verify) to the recurrent one; each kernel skips the other's sequences.
+    a.chunk_min_len = selector_.options().forced == "gdn-chunked" ? 2 : kDeltaChunkMinLen;
+    bool any_chunked = false, any_recurrent = false;
+    for (const BatchSequence& seq : batch.seqs) {
+      const bool chunked = seq.snapshot_slots.empty() && seq.query_len >= a.chunk_min_len;
+      any_chunked |= chunked;
+      any_recurrent |= !chunked && seq.query_len > 0;
+    }
+    if (any_chunked) {
+      Tensor scratch = alloc({delta_chunked_scratch_floats(T, a.hv)}, DType::kF32);
+      launch_delta_rule_chunked(a, d, scratch.f32(), ctx_.stream);
+    }
+    if (any_recurrent) launch_delta_rule_recurrent(a, d, ctx_.stream);
   }
 
   // --- attention ---

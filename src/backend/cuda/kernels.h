@@ -100,8 +100,21 @@ struct DeltaArgs {
   int hk, hv, dk, dv;
   float* state;  // [num_slots, hv, dk, dv]
   void* out; int out_dt;
+  // Sequences without snapshots and with at least this many tokens are the chunked kernel's;
+  // the recurrent kernel skips them (the default leaves every sequence to it).
+  int chunk_min_len = 1 << 30;
 };
 void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
+// Chunked form (kernels_delta_chunked.cu, mma.sync TF32, sm_80+): the sequences the recurrent
+// kernel skips; dk 16/32/64/128, any dv. scratch: f32, delta_chunked_scratch_floats(T, hv).
+void launch_delta_rule_chunked(const DeltaArgs& a, const DeviceBatch& b, float* scratch,
+                               cudaStream_t s);
+int64_t delta_chunked_scratch_floats(int64_t tokens, int hv);
+size_t delta_chunked_smem_bytes(int dk);
+// Sequences of at least this many tokens take the chunked kernel when it is selected; forcing
+// gdn-chunked lowers it to 2. bench_cuda gdn (H200, B=8, Qwen3.5-27B heads): 16 tokens
+// recurrent 0.080 ms vs chunked 0.098, 32 tokens 0.143 vs 0.107 (bench/RESULTS.md).
+constexpr int kDeltaChunkMinLen = 32;
 
 // --- attention (kernels_attention.cu) ---
 // prepare_attention_inputs (kernels_attention_prep.cu).

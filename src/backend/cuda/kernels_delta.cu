@@ -4,7 +4,8 @@
 // 32 columns), each lane holding its column S[:, j] (dk floats) in registers; q/k of the next
 // token are loaded while the current one is computed; reductions are warp shuffles, so no
 // block barriers on the per-token path. Verify mode writes S after each token to its snapshot
-// slot (the initial state is read first, so the state slot may be listed).
+// slot (the initial state is read first, so the state slot may be listed). When gdn-chunked is
+// selected, multi-token sequences without snapshots are its (kernels_delta_chunked.cu).
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/kernels.h"
 
@@ -24,6 +25,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int dv = a.dv;
   const int j_raw = (blockIdx.z * kWarpsPerBlock + warp) * 32 + lane;
   if (seq.query_len == 0 || (blockIdx.z * kWarpsPerBlock + warp) * 32 >= dv) return;
+  if (seq.snapshot_offset < 0 && seq.query_len >= a.chunk_min_len) return;  // the chunked kernel's
   const bool col = j_raw < dv;
   const int j = col ? j_raw : 0;
   const int kh = h / (a.hv / a.hk);
