@@ -1,5 +1,7 @@
-// Device sampler (sample.h): one CTA of 1024 threads per logits row, every pass a read of the
-// row (L2-resident after the first), no full sort and no scratch in global memory.
+// Device sampler (sample.h): a cluster of 8 CTAs of 1024 threads per logits row (each over
+// a contiguous segment; BLOCKFLASH_SAMPLE_CLUSTER=1: one CTA per row), every pass a read of
+// the row (L2-resident after the first), no full sort and no scratch in global memory. The
+// CTAs combine each pass's counts and sums through distributed shared memory, in rank order.
 //
 // It reproduces engine/sampler.cpp step by step, in the same arithmetic where it decides:
 //  - p(x) = expf((x - max) * (1/T)) in f32 (the host's formula; CUDA's expf is within 2 ulp of
@@ -15,13 +17,18 @@
 //    independent of the thread layout; the host sums the same q in double. The two agree
 //    unless u lands within rounding (~1e-16 relative) of a CDF boundary.
 // Logprobs (raw): log_sum_exp, the rank, and the top-N by a third bisection (count only).
+#include <cooperative_groups.h>
+
 #include <climits>
+#include <cstdlib>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/sample.h"
 
 namespace bf::cuda {
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
@@ -132,6 +139,7 @@ __device__ __forceinline__ T block_inclusive_scan(T v, void* scratch, T& total) 
 struct Row {
   const void* x;
   int dt, n, shift;  // shift: 16 for bf16 rows (their keys' low half is constant)
+  int begin, end;    // this CTA's part of the row (all of it unless a cluster shares it)
   bool vec8;         // bf16, n % 8 == 0, 16-byte aligned: 8 elements per load
   float max_logit, inv_t, min_p;
 
@@ -164,8 +172,8 @@ template <class F>
 __device__ __forceinline__ void for_each(const Row& r, F&& f) {
   if (r.vec8) {
     const uint4* p = static_cast<const uint4*>(r.x);
-    const int chunks = r.n / kItems;
-    int c = threadIdx.x;
+    const int chunks = r.end / kItems;  // begin and end are multiples of kItems here
+    int c = r.begin / kItems + threadIdx.x;
     for (; c + 3 * kThreads < chunks; c += 4 * kThreads) {
       uint4 v[4];
 #pragma unroll
@@ -185,17 +193,17 @@ __device__ __forceinline__ void for_each(const Row& r, F&& f) {
       for (int j = 0; j < kItems; ++j) f(c * kItems + j, x[j]);
     }
   } else {
-    for (int i = threadIdx.x; i < r.n; i += kThreads) f(i, ld(r.x, r.dt, i));
+    for (int i = r.begin + threadIdx.x; i < r.end; i += kThreads) f(i, ld(r.x, r.dt, i));
   }
 }
 
-// The kItems elements from `base` (NaN past the end: never counted).
+// The kItems elements from `base` (NaN past the segment's end: never counted).
 __device__ __forceinline__ void load_items(const Row& r, int base, float (&x)[kItems]) {
-  if (r.vec8 && base + kItems <= r.n) {
+  if (r.vec8 && base + kItems <= r.end) {
     unpack_bf16x8(static_cast<const uint4*>(r.x)[base / kItems], x);
   } else {
 #pragma unroll
-    for (int j = 0; j < kItems; ++j) x[j] = base + j < r.n ? ld(r.x, r.dt, base + j) : NAN;
+    for (int j = 0; j < kItems; ++j) x[j] = base + j < r.end ? ld(r.x, r.dt, base + j) : NAN;
   }
 }
 
@@ -214,34 +222,21 @@ __device__ CountMass count_mass(const Row& r, uint32_t t, Weigh weigh, void* scr
   return block_reduce(acc, Add{}, scratch);
 }
 
-// Bisection on the key: the largest lo with f(lo) >= target, given f(lo) >= target > f(hi)
-// (f: count, or mass with kByMass, of admitted elements at or above the key; non-increasing).
+// Bisection on the key (bisect_all below): the largest lo with f(lo) >= target, given
+// f(lo) >= target > f(hi) (f: count, or mass with kByMass, of admitted elements at or above
+// the key; non-increasing).
 struct Search {
   uint32_t lo, hi;
   CountMass at_lo, at_hi;
 };
-template <bool kByMass, class Weigh>
-__device__ Search bisect(const Row& r, Search s, double target, Weigh weigh, void* scratch) {
-  while (s.hi - s.lo > 1) {
-    const uint32_t mid = s.lo + (s.hi - s.lo) / 2;
-    const CountMass f = count_mass(r, mid, weigh, scratch);
-    if ((kByMass ? f.mass : static_cast<double>(f.count)) >= target) {
-      s.lo = mid;
-      s.at_lo = f;
-    } else {
-      s.hi = mid;
-      s.at_hi = f;
-    }
-  }
-  return s;
-}
 
-// Id of the k-th (1-based) element, in id order, for which match(x) holds; n if none.
+// Id of the k-th (1-based) element of the segment, in id order, for which match(x) holds;
+// -1 if none.
 template <class Match>
-__device__ int kth_in_order(const Row& r, int k, Match match, void* scratch, int* found) {
-  if (threadIdx.x == 0) *found = r.n;
+__device__ int kth_in_segment(const Row& r, int k, Match match, void* scratch, int* found) {
+  if (threadIdx.x == 0) *found = -1;
   int carry = 0;
-  for (int tile = 0; tile < r.n; tile += kTile) {
+  for (int tile = r.begin; tile < r.end; tile += kTile) {
     const int base = tile + threadIdx.x * kItems;
     float x[kItems];
     load_items(r, base, x);
@@ -268,13 +263,14 @@ __device__ int kth_in_order(const Row& r, int k, Match match, void* scratch, int
   return id;
 }
 
-// Id of the first element whose inclusive cumulative fixed-point mass exceeds target.
+// Id of the first element of the segment whose inclusive cumulative fixed-point mass, from
+// `carry` (the mass before the segment), exceeds target; -1 if none.
 template <class Fixed>
-__device__ int first_crossing(const Row& r, unsigned long long target, Fixed fixed,
-                             void* scratch, int* found) {
+__device__ int first_crossing_in_segment(const Row& r, unsigned long long carry,
+                                         unsigned long long target, Fixed fixed, void* scratch,
+                                         int* found) {
   if (threadIdx.x == 0) *found = -1;
-  unsigned long long carry = 0;
-  for (int tile = 0; tile < r.n; tile += kTile) {
+  for (int tile = r.begin; tile < r.end; tile += kTile) {
     const int base = tile + threadIdx.x * kItems;
     float x[kItems];
     load_items(r, base, x);
@@ -306,6 +302,102 @@ __device__ int first_crossing(const Row& r, unsigned long long target, Fixed fix
   return id;
 }
 
+// --- A row shared by a cluster of kCluster CTAs (kCluster 1: one CTA, no cluster calls) ---
+// Reductions combine the CTAs' block results in rank order, so every CTA gets the same value.
+// xbuf: 16 bytes of shared memory at the same place in every CTA of the cluster.
+template <int kCluster, class T>
+__device__ __forceinline__ void exchange(T mine, T (&all)[kCluster], void* xbuf) {
+  cg::cluster_group cluster = cg::this_cluster();
+  T* slot = static_cast<T*>(xbuf);
+  if (threadIdx.x == 0) *slot = mine;
+  cluster.sync();
+#pragma unroll
+  for (int q = 0; q < kCluster; ++q) all[q] = *cluster.map_shared_rank(slot, q);
+  cluster.sync();  // every CTA has read before a slot is written again
+}
+template <int kCluster, class T, class Op>
+__device__ __forceinline__ T reduce(T v, Op op, void* scratch, void* xbuf) {
+  T total = block_reduce(v, op, scratch);
+  if constexpr (kCluster > 1) {
+    T all[kCluster];
+    exchange<kCluster>(total, all, xbuf);
+    total = all[0];
+    for (int q = 1; q < kCluster; ++q) total = op(total, all[q]);
+  }
+  return total;
+}
+template <int kCluster>
+__device__ __forceinline__ int cluster_rank() {
+  if constexpr (kCluster > 1) return static_cast<int>(cg::this_cluster().block_rank());
+  return 0;
+}
+
+template <int kCluster, class Weigh>
+__device__ CountMass count_mass_all(const Row& r, uint32_t t, Weigh weigh, void* scratch,
+                                    void* xbuf) {
+  CountMass part = count_mass(r, t, weigh, scratch);
+  if constexpr (kCluster > 1) {
+    CountMass all[kCluster];
+    exchange<kCluster>(part, all, xbuf);
+    part = all[0];
+    for (int q = 1; q < kCluster; ++q) part = Add{}(part, all[q]);
+  }
+  return part;
+}
+template <int kCluster, bool kByMass, class Weigh>
+__device__ Search bisect_all(const Row& r, Search s, double target, Weigh weigh, void* scratch,
+                             void* xbuf) {
+  while (s.hi - s.lo > 1) {
+    const uint32_t mid = s.lo + (s.hi - s.lo) / 2;
+    const CountMass f = count_mass_all<kCluster>(r, mid, weigh, scratch, xbuf);
+    if ((kByMass ? f.mass : static_cast<double>(f.count)) >= target) {
+      s.lo = mid;
+      s.at_lo = f;
+    } else {
+      s.hi = mid;
+      s.at_hi = f;
+    }
+  }
+  return s;
+}
+// kth_in_segment over the whole row; n if none.
+template <int kCluster, class Match>
+__device__ int kth_in_row(const Row& r, int k, Match match, void* scratch, void* xbuf,
+                          int* found) {
+  int before = 0;
+  bool mine = true;
+  if constexpr (kCluster > 1) {  // which CTA's segment holds the k-th match
+    int c = 0;
+    for_each(r, [&](int, float x) { c += match(x) ? 1 : 0; });
+    c = block_reduce(c, Add{}, scratch);
+    int all[kCluster];
+    exchange<kCluster>(c, all, xbuf);
+    const int rank = cluster_rank<kCluster>();
+    for (int q = 0; q < rank; ++q) before += all[q];
+    mine = before < k && k <= before + all[rank];
+  }
+  int id = mine ? kth_in_segment(r, k - before, match, scratch, found) : -1;
+  id = reduce<kCluster>(id, [](int a, int b) { return max(a, b); }, scratch, xbuf);
+  return id < 0 ? r.n : id;
+}
+// first_crossing_in_segment over the whole row.
+template <int kCluster, class Fixed>
+__device__ int first_crossing_in_row(const Row& r, unsigned long long target, Fixed fixed,
+                                     unsigned long long segment_total, void* scratch, void* xbuf,
+                                     int* found) {
+  unsigned long long carry = 0;
+  bool mine = true;
+  if constexpr (kCluster > 1) {
+    unsigned long long all[kCluster];
+    exchange<kCluster>(segment_total, all, xbuf);
+    const int rank = cluster_rank<kCluster>();
+    for (int q = 0; q < rank; ++q) carry += all[q];
+    mine = carry <= target && target < carry + all[rank];
+  }
+  int id = mine ? first_crossing_in_segment(r, carry, target, fixed, scratch, found) : -1;
+  return reduce<kCluster>(id, [](int a, int b) { return max(a, b); }, scratch, xbuf);
+}
+
 // Tied tokens (same logit, probability p) kept by top-p after `above` mass: the j-th (from 0,
 // in id order) stays iff above + j * p < limit. The first always stays (above < limit).
 __device__ int ties_kept(double above, float p, double limit, int ties) {
@@ -316,19 +408,26 @@ __device__ int ties_kept(double above, float p, double limit, int ties) {
   return keep;
 }
 
+// kCluster CTAs per row (a thread-block cluster when > 1), each over a kTile-aligned segment.
+template <int kCluster>
 __global__ void __launch_bounds__(kThreads)
     sample_rows_kernel(const void* logits, int dt, int n, const SampleRowParams* params,
                        SampleRowResult* results) {
   __shared__ alignas(16) unsigned char scratch[kWarps * 16];
+  __shared__ alignas(16) unsigned char xbuf[16];
   __shared__ int found, top_count;
-  const SampleRowParams P = params[blockIdx.x];
-  SampleRowResult* out = results + blockIdx.x;
-  const int64_t offset = static_cast<int64_t>(blockIdx.x) * n;
+  const int row = blockIdx.x / kCluster, cta = cluster_rank<kCluster>();
+  const SampleRowParams P = params[row];
+  SampleRowResult* out = results + row;
+  const int64_t offset = static_cast<int64_t>(row) * n;
   Row r;
   r.x = dt == kDtBF16 ? static_cast<const void*>(static_cast<const __nv_bfloat16*>(logits) + offset)
                       : static_cast<const void*>(static_cast<const float*>(logits) + offset);
   r.dt = dt;
   r.n = n;
+  const int segment = (n + kCluster * kTile - 1) / (kCluster * kTile) * kTile;
+  r.begin = min(n, cta * segment);
+  r.end = min(n, r.begin + segment);
   r.shift = dt == kDtBF16 ? 16 : 0;
   r.vec8 = dt == kDtBF16 && n % kItems == 0 && reinterpret_cast<uintptr_t>(r.x) % 16 == 0;
   r.inv_t = P.inv_temperature;
@@ -339,9 +438,9 @@ __global__ void __launch_bounds__(kThreads)
   for_each(r, [&](int i, float x) {
     if (x > best.value) best = {x, i};
   });
-  best = block_reduce(best, Better{}, scratch);
-  if (best.index == INT_MAX) {
-    if (threadIdx.x == 0) out->token = -1;
+  best = reduce<kCluster>(best, Better{}, scratch, xbuf);
+  if (best.index == INT_MAX) {  // the same in every CTA of the cluster
+    if (threadIdx.x == 0 && cta == 0) out->token = -1;
     return;
   }
   const float m = best.value;
@@ -363,15 +462,15 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   });
-  raw = block_reduce(raw, Add{}, scratch);
-  numbers = block_reduce(numbers, Add{}, scratch);
-  alive = block_reduce(alive, Add{}, scratch);
+  raw = reduce<kCluster>(raw, Add{}, scratch, xbuf);
+  numbers = reduce<kCluster>(numbers, Add{}, scratch, xbuf);
+  alive = reduce<kCluster>(alive, Add{}, scratch, xbuf);
   const uint32_t top_key = r.skey(m) + 1;  // above every key of the row
 
   int token = best.index;
   if (!P.greedy) {
     if (alive.count == 0) {  // only with a +inf logit (inf - inf is NaN)
-      if (threadIdx.x == 0) out->token = -1;
+      if (threadIdx.x == 0 && cta == 0) out->token = -1;
       return;
     }
     // 3. top-k: survivors are alive with key >= kth.
@@ -382,8 +481,8 @@ __global__ void __launch_bounds__(kThreads)
       return r.alive(p) ? p : -1.0f;
     };
     if (P.top_k > 0 && P.top_k < alive.count) {
-      Search s = bisect<false>(r, Search{0, top_key, alive, {0, 0.0}}, P.top_k, alive_weight,
-                               scratch);
+      Search s = bisect_all<kCluster, false>(r, Search{0, top_key, alive, {0, 0.0}}, P.top_k,
+                                             alive_weight, scratch, xbuf);
       kth = s.lo;
       survivors = s.at_lo;
     }
@@ -394,8 +493,8 @@ __global__ void __launch_bounds__(kThreads)
     double kept_mass = survivors.mass;
     if (use_top_p) {
       const double limit = static_cast<double>(P.top_p) * survivors.mass;
-      Search s = bisect<true>(r, Search{kth, top_key, survivors, {0, 0.0}}, limit, alive_weight,
-                              scratch);
+      Search s = bisect_all<kCluster, true>(r, Search{kth, top_key, survivors, {0, 0.0}}, limit,
+                                            alive_weight, scratch, xbuf);
       vstar = s.lo;
       const double above = s.at_hi.mass;
       const int ties = s.at_lo.count - s.at_hi.count;
@@ -403,10 +502,10 @@ __global__ void __launch_bounds__(kThreads)
       const int keep = ties_kept(above, pv, limit, ties);
       kept_mass = above + keep * static_cast<double>(pv);
       if (keep < ties)
-        cut = kth_in_order(
+        cut = kth_in_row<kCluster>(
             r, keep,
             [&](float x) { return x == x && r.skey(x) == vstar && r.alive(r.prob(x)); },
-            scratch, &found);
+            scratch, xbuf, &found);
     }
     // 5. The inverse-CDF draw over q = float(p / kept_mass), in 2^-60 fixed point.
     const double inv_total = 1.0 / kept_mass;
@@ -419,38 +518,52 @@ __global__ void __launch_bounds__(kThreads)
       const float q = static_cast<float>(static_cast<double>(p) * inv_total);
       return static_cast<unsigned long long>(static_cast<double>(q) * 0x1.0p60);
     };
-    unsigned long long total = 0;
-    for_each(r, [&](int i, float x) { total += fixed(i, x); });
-    total = block_reduce(total, Add{}, scratch);
+    unsigned long long part = 0;
+    for_each(r, [&](int i, float x) { part += fixed(i, x); });
+    part = block_reduce(part, Add{}, scratch);
+    unsigned long long total = part;
+    if constexpr (kCluster > 1) {
+      unsigned long long all[kCluster];
+      exchange<kCluster>(part, all, xbuf);
+      total = 0;
+      for (int q = 0; q < kCluster; ++q) total += all[q];
+    }
     const double u = uniform(P.seed, P.position, kSampleStream);
     unsigned long long target = static_cast<unsigned long long>(u * static_cast<double>(total));
     if (target >= total) target = total - 1;  // rounding: the host then takes the last token
-    token = first_crossing(r, target, fixed, scratch, &found);
+    token = first_crossing_in_row<kCluster>(r, target, fixed, part, scratch, xbuf, &found);
   }
 
   // 6. Raw logprob, rank and the top-N raw logits of the row.
   const float token_logit = ld(r.x, dt, token);
   int rank = 0;
   for_each(r, [&](int, float x) { rank += x >= token_logit ? 1 : 0; });
-  rank = block_reduce(rank, Add{}, scratch);
+  rank = reduce<kCluster>(rank, Add{}, scratch, xbuf);
   const int num_top = min(P.num_top, numbers);
   if (num_top > 0) {
     auto any_number = [](float) { return 0.0f; };
-    Search s = bisect<false>(r, Search{0, top_key, {numbers, 0.0}, {0, 0.0}}, num_top,
-                             any_number, scratch);
+    Search s = bisect_all<kCluster, false>(r, Search{0, top_key, {numbers, 0.0}, {0, 0.0}},
+                                           num_top, any_number, scratch, xbuf);
     const int need = num_top - s.at_hi.count, ties = s.at_lo.count - s.at_hi.count;
     const uint32_t edge = s.lo;
     const int last =
-        need < ties ? kth_in_order(r, need, [&](float x) { return x == x && r.skey(x) == edge; },
-                                   scratch, &found)
+        need < ties ? kth_in_row<kCluster>(
+                          r, need, [&](float x) { return x == x && r.skey(x) == edge; }, scratch,
+                          xbuf, &found)
                     : n;
-    if (threadIdx.x == 0) top_count = 0;
-    __syncthreads();
+    // One counter for the cluster: rank 0's.
+    int* counter = &top_count;
+    if constexpr (kCluster > 1) counter = cg::this_cluster().map_shared_rank(&top_count, 0);
+    if (threadIdx.x == 0 && cta == 0) top_count = 0;
+    if constexpr (kCluster > 1)
+      cg::this_cluster().sync();
+    else
+      __syncthreads();
     for_each(r, [&](int i, float x) {
       if (x != x) return;
       const uint32_t key = r.skey(x);
       if (key > edge || (key == edge && i <= last)) {
-        const int slot = atomicAdd(&top_count, 1);
+        const int slot = atomicAdd(counter, 1);
         if (slot < kSampleMaxTop) {
           out->top_ids[slot] = i;
           out->top_logits[slot] = x;
@@ -458,7 +571,9 @@ __global__ void __launch_bounds__(kThreads)
       }
     });
   }
-  if (threadIdx.x == 0) {
+  // rank 0's shared counter must outlive the other CTAs' atomics.
+  if constexpr (kCluster > 1) cg::this_cluster().sync();
+  if (threadIdx.x == 0 && cta == 0) {
     out->token = token;
     out->rank = rank;
     out->token_logit = token_logit;
@@ -483,8 +598,30 @@ void launch_sample_rows(const void* logits, int dt, int64_t rows, int64_t vocab,
   if (rows == 0) return;
   BF_CHECK(vocab > 0 && vocab < INT_MAX / 2, "sample_rows: vocabulary of ", vocab,
            " entries is outside what the kernel indexes");
-  sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
-      logits, dt, static_cast<int>(vocab), params, out);
+  // CTAs per row: 8 (a cluster; rows of a large vocabulary take 8 SMs) unless
+  // BLOCKFLASH_SAMPLE_CLUSTER=1 asks for one CTA per row.
+  static const int cluster = [] {
+    const char* e = std::getenv("BLOCKFLASH_SAMPLE_CLUSTER");
+    return e != nullptr && std::atoi(e) == 1 ? 1 : 8;
+  }();
+  if (cluster == 1) {
+    sample_rows_kernel<1><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        logits, dt, static_cast<int>(vocab), params, out);
+  } else {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(static_cast<unsigned>(rows * 8));
+    config.blockDim = dim3(kThreads);
+    config.stream = s;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = 8;
+    attribute[0].val.clusterDim.y = 1;
+    attribute[0].val.clusterDim.z = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    BF_CUDA_CHECK(cudaLaunchKernelEx(&config, sample_rows_kernel<8>, logits, dt,
+                                     static_cast<int>(vocab), params, out));
+  }
   BF_CUDA_LAUNCH_CHECK();
 }
 
