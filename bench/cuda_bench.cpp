@@ -4,6 +4,9 @@
 //   bench_cuda gdn                        the gated delta rule at Qwen3.5-27B head shapes
 //   bench_cuda attention                  paged attention prefill (4k/16k, hd 128/256) and
 //                                         split-KV decode (8k/32k) through the Backend API
+//   bench_cuda sample                     one sampling step at vocab 248320, batch 1/8/32:
+//                                         Backend::sample_rows on the device vs the old path
+//                                         (rows copied to the host + sample_token per row)
 //   bench_cuda model CONFIG.json [B...]   decode steps at batch sizes B (context 1024) and a
 //                                         prefill of 2048 tokens, random weights on the GPU,
 //                                         the layers of src/model driven as Model::forward does;
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "engine/sampler.h"
 #include "model/config.h"
 #include "model/layers.h"
 #include "model/model.h"
@@ -215,6 +219,56 @@ int bench_gdn(double bw) {
   return 0;
 }
 
+// One sampling step: logits [B, 248320] bf16 on the device (a model-like row: normal bulk and a
+// few strong candidates), to tokens (+ logprobs) on the host.
+int bench_sample() {
+  auto be = make_cuda_backend();
+  const int vocab = 248320;
+  struct Case {
+    const char* name;
+    RowSampling row;
+  };
+  const Case cases[] = {
+      {"T 0.8, top_k 50, top_p 0.95", {.temperature = 0.8f, .top_k = 50, .top_p = 0.95f}},
+      {"T 1 (no truncation)", {.temperature = 1.0f}},
+      {"T 0.7, top_p 0.9, min_p 0.05, 5 logprobs",
+       {.temperature = 0.7f, .top_p = 0.9f, .min_p = 0.05f, .num_logprobs = 5}},
+  };
+  std::printf("| params | batch | device sample_rows ms | host path ms (copy + sample_token) | "
+              "speed-up |\n|---|---|---|---|---|\n");
+  std::mt19937 rng(1);
+  for (const Case& c : cases) {
+    for (int B : {1, 8, 32}) {
+      Tensor host = Tensor::empty({B, vocab});
+      std::normal_distribution<float> bulk(0.0f, 2.5f);
+      std::uniform_int_distribution<int> pick(0, vocab - 1);
+      for (int64_t i = 0; i < host.numel(); ++i) host.f32()[i] = bulk(rng);
+      for (int r = 0; r < B; ++r)
+        for (int j = 0; j < 8; ++j) host.f32()[int64_t{r} * vocab + pick(rng)] += 4.0f + 1.5f * j;
+      Tensor logits = be->empty({B, vocab}, DType::kBF16);
+      cuda_copy_from_host(logits, host);
+      std::vector<RowSampling> rows(B, c.row);
+      for (int r = 0; r < B; ++r) {
+        rows[r].seed = 100 + r;
+        rows[r].position = 7;
+      }
+      const double device_ms = median_ms([&] { be->sample_rows(logits, rows); }, 3, 20);
+      const double host_ms = median_ms(
+          [&] {
+            Tensor copy = be->to_host(logits);
+            for (int r = 0; r < B; ++r)
+              sample_token(std::span<const float>(copy.f32() + int64_t{r} * vocab, vocab),
+                           sampling_params_of(rows[r]), {}, {}, {}, rows[r].seed,
+                           rows[r].position);
+          },
+          1, 5);
+      std::printf("| %s | %d | %.3f | %.3f | %.1fx |\n", c.name, B, device_ms, host_ms,
+                  host_ms / device_ms);
+    }
+  }
+  return 0;
+}
+
 // The layers of a Qwen3.5 model with random device weights.
 struct Stack {
   ModelConfig c;
@@ -394,7 +448,7 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_cuda copy | attention | gemm | gdn | model CONFIG.json [B...]\n");
+    std::fprintf(stderr, "usage: bench_cuda copy | attention | gemm | gdn | sample | model CONFIG.json [B...]\n");
     return 2;
   }
   try {
@@ -405,6 +459,7 @@ int main(int argc, char** argv) {
     if (mode == "attention") return bench_attention(bw);
     if (mode == "gemm") return bench_gemm(bw);
     if (mode == "gdn") return bench_gdn(bw);
+    if (mode == "sample") return bench_sample();
     if (mode == "model" && argc >= 3) {
       std::vector<int> batches;
       for (int i = 3; i < argc; ++i) batches.push_back(std::atoi(argv[i]));

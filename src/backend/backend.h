@@ -11,6 +11,7 @@
 
 #include "backend/batch.h"
 #include "core/tensor.h"
+#include "engine/sampler.h"
 
 namespace bf {
 
@@ -43,6 +44,24 @@ struct AttentionParams {
   // (with causal also j <= p): the drafter's sliding_attention layers.
   int32_t sliding_window = 0;
 };
+
+// How to draw one token from one logits row (Backend::sample_rows): the subset of
+// SamplingParams that needs nothing but the row itself (no penalties, no min_tokens mask).
+struct RowSampling {
+  float temperature = 1.0f;  // below 1e-5: greedy (SamplingParams::greedy)
+  int32_t top_k = 0;         // <= 0: off
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  uint64_t seed = 0;         // the request's resolved seed (random.h)
+  uint64_t position = 0;     // index of the output token being drawn
+  int32_t num_logprobs = 0;  // top raw logprobs wanted (SamplingParams::logprobs), at most 20
+};
+
+// The largest num_logprobs a backend's sample_rows must serve (vLLM's default max_logprobs).
+inline constexpr int32_t kSampleRowsMaxLogprobs = 20;
+
+// The SamplingParams sample_token takes for `row` (penalties off, min_tokens 0).
+SamplingParams sampling_params_of(const RowSampling& row);
 
 class Backend {
  public:
@@ -83,6 +102,13 @@ class Backend {
   // Index of the largest entry of each row of x [rows, n] (lowest index on ties, NaN never
   // chosen): greedy drafting without copying the logits to the host. The default copies.
   virtual std::vector<int32_t> argmax_rows(const Tensor& x);
+  // One token per row of logits [R, V], drawn as sampler.h's sample_token draws it with
+  // rows[r]'s parameters (temperature, min_p, top-k, top-p, the inverse-CDF draw with
+  // uniform(seed, position, sample_stream)), with its raw logprob, rank and top logprobs.
+  // Only the results leave the device. The default (the CPU reference) copies the rows to the
+  // host and runs sample_token. Throws bf::Error for a row without a finite logit.
+  virtual std::vector<SampleResult> sample_rows(const Tensor& logits,
+                                                const std::vector<RowSampling>& rows);
 
   // out[t, :] = table[ids[t], :]. table: [vocab, hidden]; out: [T, hidden].
   virtual void embedding(const std::vector<int32_t>& ids, const Tensor& table, Tensor& out) = 0;

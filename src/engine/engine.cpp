@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "core/log.h"
 #include "engine/random.h"
@@ -113,6 +115,9 @@ Engine::Engine(std::unique_ptr<Model> model, std::shared_ptr<const Tokenizer> to
                    "] for this DFlash drafter (block_size ", most + 1, "), got ",
                    config.num_speculative_tokens);
         }
+        if (const char* host = std::getenv("BLOCKFLASH_HOST_SAMPLER");
+            host != nullptr && std::string(host) == "1")
+          config.device_sampling = false;
         BF_CHECK(config.max_num_seqs >= 1, "max_num_seqs must be at least 1");
         BF_CHECK(config.max_num_batched_tokens >= 1, "max_num_batched_tokens must be at least 1");
         BF_CHECK(config.block_size >= 1 && config.block_size <= 1024,
@@ -468,6 +473,21 @@ bool Engine::argmax_suffices(const StepPlan& plan) const {
   return true;
 }
 
+bool Engine::device_sampling_suffices(const StepPlan& plan) const {
+  if (!config_.device_sampling) return false;
+  for (const ScheduledSequence& entry : plan.seqs) {
+    const SequenceContext& context = contexts_.at(entry.seq->id);
+    if (!context.prompt_logprobs_done || entry.num_draft_tokens > 0) return false;
+    if (!entry.needs_sample) continue;
+    const SamplingParams& p = context.params;
+    if (p.logprobs.value_or(0) > kSampleRowsMaxLogprobs || p.repetition_penalty != 1.0f ||
+        p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f ||
+        entry.seq->num_output_tokens() < p.min_tokens)
+      return false;
+  }
+  return true;
+}
+
 void Engine::step() {
   StepPlan plan = scheduler_.schedule();
   num_preemptions_ += static_cast<int64_t>(plan.preempted.size());
@@ -478,13 +498,14 @@ void Engine::step() {
   std::vector<std::vector<int32_t>> drafts = propose_drafts(plan);
   ForwardBatch batch = build_batch(plan, drafts);
   static const std::vector<int32_t> no_taps;
-  const bool argmax_only = argmax_suffices(plan);
+  const LogitsOutput logits_output = argmax_suffices(plan)           ? LogitsOutput::kArgmax
+                                     : device_sampling_suffices(plan) ? LogitsOutput::kDevice
+                                                                      : LogitsOutput::kFull;
   const std::vector<int32_t>& taps = drafter_ ? drafter_->tap_layers() : no_taps;
-  const LogitsOutput logits_output = argmax_only ? LogitsOutput::kArgmax : LogitsOutput::kFull;
   ForwardOutput output = graphs_ && taps.empty() && graphs_->can_run(batch)
                              ? graphs_->forward(batch, logits_output)
                              : model_->forward(batch, cache_, taps, logits_output);
-  StepSamples samples = sample_step(plan, drafts, output, argmax_only);
+  StepSamples samples = sample_step(plan, drafts, output, logits_output);
   if (drafter_) write_draft_context(plan, batch, output, samples.verified);
   commit_step(plan, drafts, samples);
   if (drafter_) log_spec_stats();
@@ -494,9 +515,29 @@ void Engine::step() {
 // Walks the plan in order: each entry's logits rows are consecutive in batch.logits_rows.
 Engine::StepSamples Engine::sample_step(const StepPlan& plan,
                                         const std::vector<std::vector<int32_t>>& drafts,
-                                        const ForwardOutput& output, bool argmax_only) {
+                                        const ForwardOutput& output,
+                                        LogitsOutput logits_output) {
   const int32_t vocab = model_->config().vocab_size;
+  const bool argmax_only = logits_output == LogitsOutput::kArgmax;
   StepSamples out;
+  // kDevice: every logits row is one plain sample (device_sampling_suffices), in plan order.
+  std::vector<SampleResult> device_samples;
+  if (logits_output == LogitsOutput::kDevice) {
+    std::vector<RowSampling> rows;
+    for (const ScheduledSequence& entry : plan.seqs) {
+      if (!entry.needs_sample) continue;
+      const SequenceContext& context = contexts_.at(entry.seq->id);
+      const SamplingParams& p = context.params;
+      rows.push_back(RowSampling{.temperature = p.temperature,
+                                 .top_k = p.top_k,
+                                 .top_p = p.top_p,
+                                 .min_p = p.min_p,
+                                 .seed = context.seed,
+                                 .position = entry.seq->output_token_ids.size(),
+                                 .num_logprobs = p.logprobs.value_or(0)});
+    }
+    device_samples = model_->backend().sample_rows(output.device_logits, rows);
+  }
   out.verified.resize(plan.seqs.size());
   size_t row = 0;
   for (size_t e = 0; e < plan.seqs.size(); ++e) {
@@ -527,6 +568,8 @@ Engine::StepSamples Engine::sample_step(const StepPlan& plan,
     SampleResult sample{.token = 0, .logprob = 0.0f, .rank = 0, .top_logprobs = {}};
     if (argmax_only) {
       sample.token = output.argmax[row];
+    } else if (logits_output == LogitsOutput::kDevice) {
+      sample = std::move(device_samples[row]);
     } else {
       std::span<const float> logits(output.logits.f32() + row * vocab, vocab);
       sample = sample_token(logits, context.params, seq.prompt_token_ids, seq.output_token_ids,

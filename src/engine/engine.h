@@ -39,6 +39,11 @@ struct EngineConfig {
   // No decode graphs (vLLM's --enforce-eager). Without it, a backend that has graphs records
   // one per batch-size bucket at start-up (not with a drafter: its steps need hidden states).
   bool enforce_eager = false;
+  // Sample on the backend's device (Backend::sample_rows: only the tokens and logprobs leave
+  // it) in steps whose rows need nothing host-only (penalties, min_tokens masks, prompt
+  // logprobs, speculative verification). false, or BLOCKFLASH_HOST_SAMPLER=1 in the
+  // environment, keeps every step on the host sampler.
+  bool device_sampling = true;
 };
 
 struct EngineStats {
@@ -125,7 +130,7 @@ class Engine {
     std::vector<VerifyResult> verified;  // per plan entry (empty for plain ones)
   };
   StepSamples sample_step(const StepPlan& plan, const std::vector<std::vector<int32_t>>& drafts,
-                          const ForwardOutput& output, bool argmax_only);
+                          const ForwardOutput& output, LogitsOutput logits_output);
   // Commits the step's tokens: plain entries through the scheduler, verify entries token by
   // token (stops inside an accepted block end the sequence there).
   void commit_step(const StepPlan& plan, const std::vector<std::vector<int32_t>>& drafts,
@@ -133,6 +138,9 @@ class Engine {
   // Whether every row with logits in the plan is a greedy sample that needs nothing but the
   // argmax (no logprobs, penalties or min_tokens masking): then only ids leave the device.
   bool argmax_suffices(const StepPlan& plan) const;
+  // Whether every row with logits in the plan is a plain sample (no drafts to verify) that
+  // Backend::sample_rows can draw: no penalties, min_tokens satisfied, prompt logprobs done.
+  bool device_sampling_suffices(const StepPlan& plan) const;
   void collect_prompt_logprobs(const ScheduledSequence& entry, const Tensor& logits,
                                size_t first_row);
   // Applies eos / stop tokens / stop strings to the newly sampled token of seq; returns the

@@ -23,6 +23,7 @@
 #include "backend/cuda/argmax.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/sample.h"
 #include "core/log.h"
 
 namespace bf {
@@ -442,6 +443,65 @@ class CudaBackend final : public Backend {
     for (int64_t r = 0; r < rows; ++r)
       BF_CHECK(ids[r] >= 0, "argmax_rows: row ", r, " has no number");
     return ids;
+  }
+
+  // Sampling without copying the logits (kernels_sample.cu); one result per row comes back.
+  std::vector<SampleResult> sample_rows(const Tensor& logits,
+                                        const std::vector<RowSampling>& rows) override {
+    const int dt = dt_of(logits, "sample_rows", "logits");
+    BF_CHECK(logits.rank() == 2 && logits.dim(0) == static_cast<int64_t>(rows.size()),
+             "sample_rows: logits ", shape_string(logits.shape()), " must be [", rows.size(),
+             ", vocab]");
+    const int64_t R = logits.dim(0), vocab = logits.dim(1);
+    std::vector<SampleResult> out;
+    if (R == 0) return out;
+    std::vector<SampleRowParams> params(R);
+    for (int64_t r = 0; r < R; ++r) {
+      const RowSampling& row = rows[r];
+      BF_CHECK(row.num_logprobs >= 0 && row.num_logprobs <= kSampleMaxTop,
+               "sample_rows: row ", r, " asks for ", row.num_logprobs, " logprobs (at most ",
+               kSampleMaxTop, ")");
+      const bool greedy = sampling_params_of(row).greedy();
+      params[r] = SampleRowParams{.inv_temperature = greedy ? 0.0f : 1.0f / row.temperature,
+                                  .min_p = row.min_p,
+                                  .top_p = row.top_p,
+                                  .top_k = row.top_k,
+                                  .greedy = greedy ? 1 : 0,
+                                  .num_top = row.num_logprobs,
+                                  .seed = row.seed,
+                                  .position = row.position};
+    }
+    std::shared_ptr<void> d_params = ctx_.pool->allocate(R * sizeof(SampleRowParams));
+    std::shared_ptr<void> d_results = ctx_.pool->allocate(R * sizeof(SampleRowResult));
+    ctx_.upload_async(d_params.get(), params.data(), R * sizeof(SampleRowParams));
+    launch_sample_rows(logits.raw(), dt, R, vocab,
+                       static_cast<const SampleRowParams*>(d_params.get()),
+                       static_cast<SampleRowResult*>(d_results.get()), ctx_.stream);
+    std::vector<SampleRowResult> results(R);
+    BF_CUDA_CHECK(cudaMemcpyAsync(results.data(), d_results.get(), R * sizeof(SampleRowResult),
+                                  cudaMemcpyDeviceToHost, ctx_.stream));
+    BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    out.reserve(R);
+    for (int64_t r = 0; r < R; ++r) {
+      const SampleRowResult& res = results[r];
+      BF_CHECK(res.token >= 0, "sample_rows: row ", r,
+               ": no token can be sampled (every logit is -inf or NaN)");
+      SampleResult sample{.token = res.token,
+                          .logprob = static_cast<float>(res.token_logit - res.log_sum_exp),
+                          .rank = res.rank,
+                          .top_logprobs = {}};
+      // The kernel returns the top-N unordered; order as logprobs.h top_logprobs does.
+      for (int i = 0; i < res.num_top; ++i)
+        sample.top_logprobs.push_back({res.top_ids[i], res.top_logits[i]});
+      std::sort(sample.top_logprobs.begin(), sample.top_logprobs.end(),
+                [](const TokenLogprob& a, const TokenLogprob& b) {
+                  return a.logprob != b.logprob ? a.logprob > b.logprob : a.id < b.id;
+                });
+      for (TokenLogprob& entry : sample.top_logprobs)
+        entry.logprob = static_cast<float>(entry.logprob - res.log_sum_exp);
+      out.push_back(std::move(sample));
+    }
+    return out;
   }
 
   // --- dense ---
