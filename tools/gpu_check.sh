@@ -4,13 +4,14 @@
 # benchmarks (kernels vs PyTorch SDPA, decode/prefill of Qwen3.5-27B and -35B-A3B shapes with
 # random weights), then a summary table. Logs archived to $OUT/gpu_logs.tgz (default
 # /tmp/gpu_check).
+# BUNDLE: the packed binaries (default .gpu/bundle.tar.xz).
 # Usage: bash tools/gpu_check.sh [tests|sanitize|bench|load|serve|all]...   (default: all)
 set -uo pipefail
 DEST=${OUT:-/tmp/gpu_check}
 OUT=/tmp/gpu_check_logs  # logs; at the end archived into $DEST/gpu_logs.tgz
 rm -rf "$OUT" && mkdir -p "$OUT" "$DEST"
 G=/tmp/bfgpu
-mkdir -p $G && tar -C $G -xJf .gpu/bundle.tar.xz
+mkdir -p $G && tar -C $G -xJf "${BUNDLE:-.gpu/bundle.tar.xz}"
 export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export BLOCKFLASH_LOG_LEVEL=${BLOCKFLASH_LOG_LEVEL:-info}
 parts=${*:-all}
