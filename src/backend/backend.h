@@ -190,6 +190,10 @@ class Backend {
   // out = silu(gate_up[:, :n]) ⊙ gate_up[:, n:], gate_up: [T, 2n] (the fused gate|up
   // projection's output), out: [T, n]. The default slices, then calls silu_mul.
   virtual void silu_mul_packed(const Tensor& gate_up, Tensor& out);
+  // out = silu_mul_packed(gate_up) · wᵀ, gate_up: [T, 2n], w: [out_features, n]: the SwiGLU
+  // MLP's activation and down projection as one op, so a device backend can fold the
+  // activation into a decode-sized GEMM's input. The default runs the two ops.
+  virtual void swiglu_matmul(const Tensor& gate_up, const Tensor& w, Tensor& out);
 
   // --- Graphs of decode steps (CUDA graphs; a backend without them keeps these defaults) ---
   // A recorded forward over a plain decode batch of a fixed number of sequences, replayed

@@ -64,6 +64,15 @@ void Backend::silu_mul_packed(const Tensor& gate_up, Tensor& out) {
   silu_mul(out, up, out);
 }
 
+void Backend::swiglu_matmul(const Tensor& gate_up, const Tensor& w, Tensor& out) {
+  BF_CHECK(gate_up.rank() == 2 && w.rank() == 2 && gate_up.dim(1) == 2 * w.dim(1),
+           "swiglu_matmul: gate_up ", shape_string(gate_up.shape()), " does not match w ",
+           shape_string(w.shape()));
+  Tensor act = empty({gate_up.dim(0), w.dim(1)}, gate_up.dtype());
+  silu_mul_packed(gate_up, act);
+  matmul(act, w, out);
+}
+
 Tensor Backend::random_weight(const Shape& shape, float scale, uint64_t seed) {
   return upload(random_host_tensor(shape, scale, seed));
 }

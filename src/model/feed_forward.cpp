@@ -10,9 +10,7 @@ void swiglu(Backend& be, const Tensor& x, const Tensor& gate_up_proj, const Tens
   const int64_t T = x.dim(0), inner = gate_up_proj.dim(0) / 2;
   Tensor gate_up = be.empty({T, 2 * inner});
   be.matmul(x, gate_up_proj, gate_up);
-  Tensor act = be.empty({T, inner});
-  be.silu_mul_packed(gate_up, act);
-  be.matmul(act, down_proj, out);
+  be.swiglu_matmul(gate_up, down_proj, out);
 }
 
 // gate_proj and up_proj ([inner, H] each) stacked by rows.

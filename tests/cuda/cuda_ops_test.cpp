@@ -12,6 +12,7 @@
 #include <numeric>
 #include <random>
 
+#include "backend/cuda/kernels.h"
 #include "cuda_test_util.h"
 
 namespace bf {
@@ -74,7 +75,7 @@ TEST_F(CudaOps, MatmulSkinnyGemv) {
 TEST_F(CudaOps, MatmulSkinnyGemvEveryConfig) {
   // Each gemv configuration (rows per warp x column slices) pinned, on shapes that leave
   // partial row groups, partial slices and slices shorter than a warp's step.
-  for (int config = 0; config < 12; ++config) {
+  for (int config = 0; config < cuda::gemv_num_configs(); ++config) {
     setenv("BLOCKFLASH_GEMV", "always", 1);
     setenv("BLOCKFLASH_GEMV_CONFIG", std::to_string(config).c_str(), 1);
     auto gpu = make_cuda_backend();
@@ -93,6 +94,15 @@ TEST_F(CudaOps, MatmulSkinnyGemvEveryConfig) {
       gpu->matmul(to_device(*gpu, x), gpu->upload(w), got32);
       EXPECT_TRUE(close(gpu->to_host(got32), want, 1e-3))
           << "f32 out, config " << config << ": " << m << "x" << n << "x" << k;
+      // The gated form (SwiGLU activation folded into the gemv's x): its first call runs
+      // silu_mul_packed + matmul, the shape's gemv choice exists after the matmul above.
+      Tensor gu = rand_bf16({m, 2 * k}, rng_, -3, 3);
+      Tensor want_gated = Tensor::empty({m, n});
+      cpu_->swiglu_matmul(gu, w, want_gated);
+      Tensor got_gated = poisoned(*gpu, {m, n});
+      gpu->swiglu_matmul(to_device(*gpu, gu), gpu->upload(w), got_gated);
+      EXPECT_TRUE(close(gpu->to_host(got_gated), want_gated, 1e-2))
+          << "gated, config " << config << ": " << m << "x" << n << "x" << k;
     }
   }
 }

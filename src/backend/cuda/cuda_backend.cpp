@@ -646,6 +646,28 @@ class CudaBackend final : public Backend {
     run_lt();
   }
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override { gemm(x, w, out); }
+  // Decode-sized: the gemv reads gate|up and applies silu(gate) ⊙ up itself, with the
+  // configuration chosen for the plain product's shape (the first call of a shape runs the
+  // two ops, which times it; graphs record after such an eager pass).
+  void swiglu_matmul(const Tensor& gate_up, const Tensor& w, Tensor& out) override {
+    const int gdt = dt_of(gate_up, "swiglu_matmul", "gate_up"), wdt = dt_of(w, "swiglu_matmul", "w");
+    const int odt = dt_of(out, "swiglu_matmul", "out");
+    BF_CHECK(gate_up.rank() == 2 && w.rank() == 2 && gate_up.dim(1) == 2 * w.dim(1) &&
+                 out.rank() == 2 && out.dim(0) == gate_up.dim(0) && out.dim(1) == w.dim(0),
+             "swiglu_matmul: gate_up ", shape_string(gate_up.shape()), ", w ",
+             shape_string(w.shape()), " and out ", shape_string(out.shape()), " do not match");
+    const int64_t m = gate_up.dim(0), n = w.dim(0), k = w.dim(1);
+    if (gdt == kDtBF16 && wdt == kDtBF16 && m > 0 &&
+        gemv_supported(m, k, gate_up.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block))) {
+      auto it = gemv_choice_.find(std::make_tuple(m, n, k, odt));
+      if (it != gemv_choice_.end() && it->second >= 0) {
+        launch_gemv(gate_up.raw(), w.raw(), out.raw(), odt, m, n, k, it->second, ctx_.stream,
+                    /*gated=*/true);
+        return;
+      }
+    }
+    Backend::swiglu_matmul(gate_up, w, out);
+  }
 
   // Median of 5 timed runs (after one warm-up), in ms, with events on the stream.
   float time_ms(const std::function<void()>& fn) {

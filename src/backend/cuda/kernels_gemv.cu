@@ -7,7 +7,9 @@
 // (few output rows: more warps in flight; many rows: fewer waves). Per row the order of the
 // additions depends on (splits, k) only, never on M or R: lane sums in column order, a warp
 // reduction, then the slices in order. The backend times the configurations against each
-// other and cuBLASLt once per shape and keeps the fastest.
+// other and cuBLASLt once per shape and keeps the fastest. Gated: x is a fused gate|up row
+// [2k] and the kernel multiplies by silu(gate) ⊙ up, rounded to bf16 as silu_mul_packed
+// would store it (the MLP's down projection without a separate activation kernel).
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -23,22 +25,48 @@ constexpr int kWarps = 8;
 struct GemvConfig {
   int rows;    // R: w rows per warp
   int splits;  // column slices (warps per row group)
+  bool deep = false;  // twice the loads in flight per lane (fewer, longer rounds: short slices
+                      // are read in one round; more registers, fewer blocks per SM)
 };
 constexpr GemvConfig kConfigs[] = {{1, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}, {4, 2},
-                                   {1, 4}, {2, 4}, {4, 4}, {1, 8}, {2, 8}, {4, 8}};
+                                   {1, 4}, {2, 4}, {4, 4}, {1, 8}, {2, 8}, {4, 8},
+                                   {2, 2, true}, {4, 2, true}, {2, 4, true}, {4, 4, true},
+                                   {2, 8, true}, {4, 8, true}};
 constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
 
-template <int M, int R>
+template <int M, int R, bool Deep>
 __host__ __device__ constexpr int steps_in_flight() {
-  constexpr int budget = M <= 2 ? 8 : M <= 4 ? 4 : 2;  // 16-byte w loads per lane per step
+  constexpr int budget = (M <= 2 ? 8 : M <= 4 ? 4 : 2) * (Deep ? 2 : 1);  // 16-byte w loads per lane
   return budget / R > 0 ? budget / R : 1;
 }
 
-template <int M, int R>
+// Eight x elements at column c of row m: plain, or silu(gate) ⊙ up of a fused gate|up row.
+template <bool Gated>
+__device__ __forceinline__ uint4 load_x(const __nv_bfloat16* __restrict__ x, int m, int64_t k,
+                                        int64_t c) {
+  if constexpr (!Gated) {
+    return __ldg(reinterpret_cast<const uint4*>(x + m * k + c));
+  } else {
+    const uint4 gv = __ldg(reinterpret_cast<const uint4*>(x + m * 2 * k + c));
+    const uint4 uv = __ldg(reinterpret_cast<const uint4*>(x + m * 2 * k + k + c));
+    const __nv_bfloat162* g = reinterpret_cast<const __nv_bfloat162*>(&gv);
+    const __nv_bfloat162* u = reinterpret_cast<const __nv_bfloat162*>(&uv);
+    uint4 out;
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 gf = __bfloat1622float2(g[e]), uf = __bfloat1622float2(u[e]);
+      o[e] = __floats2bfloat162_rn(siluf_(gf.x) * uf.x, siluf_(gf.y) * uf.y);
+    }
+    return out;
+  }
+}
+
+template <int M, int R, bool Deep, bool Gated>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                 void* out, int out_dt, int64_t n, int64_t k, int splits, int64_t slice) {
-  constexpr int U = steps_in_flight<M, R>();
+  constexpr int U = steps_in_flight<M, R, Deep>();
   __shared__ float part[kWarps][R][M];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int groups = kWarps / splits;
@@ -81,7 +109,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (c >= end) break;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + m * k + c));
+        const uint4 xv = load_x<Gated>(x, m, k, c);
         const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
@@ -140,7 +168,7 @@ bool pdl_enabled() {
   return on;
 }
 
-template <int M, int R>
+template <int M, int R, bool Deep, bool Gated>
 void launch_mr(const void* x, const void* w, void* out, int out_dt, int64_t n, int64_t k,
                int splits, cudaStream_t s) {
   const int groups = kWarps / splits;
@@ -155,20 +183,38 @@ void launch_mr(const void* x, const void* w, void* out, int out_dt, int64_t n, i
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  BF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_kernel<M, R>, static_cast<const __nv_bfloat16*>(x),
+  BF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_kernel<M, R, Deep, Gated>, static_cast<const __nv_bfloat16*>(x),
                                    static_cast<const __nv_bfloat16*>(w), out, out_dt, n, k,
                                    splits, slice));
   BF_CUDA_LAUNCH_CHECK();
 }
 
-template <int M>
+template <int M, bool Gated>
 void launch_m(const void* x, const void* w, void* out, int out_dt, int64_t n, int64_t k,
               const GemvConfig& c, cudaStream_t s) {
-  switch (c.rows) {
-    case 1: launch_mr<M, 1>(x, w, out, out_dt, n, k, c.splits, s); break;
-    case 2: launch_mr<M, 2>(x, w, out, out_dt, n, k, c.splits, s); break;
-    case 4: launch_mr<M, 4>(x, w, out, out_dt, n, k, c.splits, s); break;
+  switch (c.rows * 2 + (c.deep ? 1 : 0)) {
+    case 2: launch_mr<M, 1, false, Gated>(x, w, out, out_dt, n, k, c.splits, s); break;
+    case 4: launch_mr<M, 2, false, Gated>(x, w, out, out_dt, n, k, c.splits, s); break;
+    case 5: launch_mr<M, 2, true, Gated>(x, w, out, out_dt, n, k, c.splits, s); break;
+    case 8: launch_mr<M, 4, false, Gated>(x, w, out, out_dt, n, k, c.splits, s); break;
+    case 9: launch_mr<M, 4, true, Gated>(x, w, out, out_dt, n, k, c.splits, s); break;
     default: fail("gemv: bad configuration");
+  }
+}
+
+template <bool Gated>
+void launch_any_m(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
+                  int64_t k, const GemvConfig& c, cudaStream_t s) {
+  switch (m) {
+    case 1: launch_m<1, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    case 2: launch_m<2, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    case 3: launch_m<3, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    case 4: launch_m<4, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    case 5: launch_m<5, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    case 6: launch_m<6, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    case 7: launch_m<7, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    case 8: launch_m<8, Gated>(x, w, out, out_dt, n, k, c, s); break;
+    default: fail("gemv: m ", m, " above 8");
   }
 }
 
@@ -191,20 +237,13 @@ bool gemv_config_useful(int config, int64_t n, int64_t k) {
 }
 
 void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
-                 int64_t k, int config, cudaStream_t s) {
+                 int64_t k, int config, cudaStream_t s, bool gated) {
   BF_CHECK(config >= 0 && config < kNumConfigs, "gemv: configuration ", config, " out of range");
   const GemvConfig& c = kConfigs[config];
-  switch (m) {
-    case 1: launch_m<1>(x, w, out, out_dt, n, k, c, s); break;
-    case 2: launch_m<2>(x, w, out, out_dt, n, k, c, s); break;
-    case 3: launch_m<3>(x, w, out, out_dt, n, k, c, s); break;
-    case 4: launch_m<4>(x, w, out, out_dt, n, k, c, s); break;
-    case 5: launch_m<5>(x, w, out, out_dt, n, k, c, s); break;
-    case 6: launch_m<6>(x, w, out, out_dt, n, k, c, s); break;
-    case 7: launch_m<7>(x, w, out, out_dt, n, k, c, s); break;
-    case 8: launch_m<8>(x, w, out, out_dt, n, k, c, s); break;
-    default: fail("gemv: m ", m, " above 8");
-  }
+  if (gated)
+    launch_any_m<true>(x, w, out, out_dt, m, n, k, c, s);
+  else
+    launch_any_m<false>(x, w, out, out_dt, m, n, k, c, s);
 }
 
 }  // namespace bf::cuda
