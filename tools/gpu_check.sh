@@ -5,7 +5,7 @@
 # random weights), then a summary table. Logs archived to $OUT/gpu_logs.tgz (default
 # /tmp/gpu_check).
 # BUNDLE: the packed binaries (default .gpu/bundle.tar.xz).
-# Usage: bash tools/gpu_check.sh [tests|sanitize|bench|load|serve|all]...   (default: all)
+# Usage: bash tools/gpu_check.sh [tests|sanitize|bench|dflash|load|serve|all]...   (default: all)
 set -uo pipefail
 DEST=${OUT:-/tmp/gpu_check}
 OUT=/tmp/gpu_check_logs  # logs; at the end archived into $DEST/gpu_logs.tgz
@@ -17,7 +17,11 @@ export BLOCKFLASH_LOG_LEVEL=${BLOCKFLASH_LOG_LEVEL:-info}
 parts=${*:-all}
 has() { [[ " $parts " == *" all "* || " $parts " == *" $1 "* ]]; }
 declare -a summary
-note() { summary+=("$1"); echo "== $1"; }
+# Each note also re-archives the logs, so a call cut short still returns what ran.
+note() {
+  summary+=("$1"); echo "== $1"
+  printf '%s\n' "${summary[@]}" > "$DEST/summary.txt"; tar -C "$OUT" -czf "$DEST/gpu_logs.tgz" .
+}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/device.txt"
 $G/bin/blockflash env --model tests/goldens/moe_flat > "$OUT/env.txt" 2>&1; note "env rc=$?"
@@ -42,24 +46,16 @@ if has tests; then
   gen() { $G/bin/blockflash generate --model tests/goldens/dense_nested --prompt-ids 1,2,3,4,5 \
             --max-tokens 16 --temperature 0 --json "$@" 2>>"$OUT/generate.log" | tail -1; }
   cpu=$(gen --device cpu); f32=$(BLOCKFLASH_CUDA_DTYPE=f32 gen --device cuda); bf16=$(gen --device cuda)
+  f32_eager=$(BLOCKFLASH_CUDA_DTYPE=f32 gen --device cuda --enforce-eager)
   echo "cpu:  $cpu" > "$OUT/generate.txt"; echo "f32:  $f32" >> "$OUT/generate.txt"; echo "bf16: $bf16" >> "$OUT/generate.txt"
   ids() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["output_ids"])' "$1" 2>/dev/null; }
   note "generate --device cuda (f32) ids == cpu: $([ -n "$(ids "$cpu")" ] && [ "$(ids "$cpu")" == "$(ids "$f32")" ] && echo yes || echo NO); cpu $(ids "$cpu") bf16 $(ids "$bf16")"
-fi
-if has sanitize; then
-  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $G/bin/test_cuda \
-    --gtest_filter='CudaOps.*:-CudaOps.PagedAttentionDecodeLongContextSplitKv' --gtest_color=no \
-    > "$OUT/memcheck.log" 2>&1
-  note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
-  timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
-    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.PagedAttentionFlashTiles:CudaOps.GatedDeltaRule:CudaOps.MatmulSkinnyGemv' \
-    --gtest_color=no > "$OUT/racecheck.log" 2>&1
-  note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
+  note "generate --device cuda --enforce-eager (f32) ids == graphs (f32): $([ -n "$(ids "$f32")" ] && [ "$(ids "$f32")" == "$(ids "$f32_eager")" ] && echo yes || echo NO)"
 fi
 if has bench; then
   timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention.md" 2>&1; note "bench attention rc=$?"
   cat "$OUT/bench_attention.md"
-  for tile in 64 128; do
+  for tile in 64; do
     BLOCKFLASH_FLASH_TILE=$tile timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention_t$tile.md" 2>&1
     note "bench attention (flash tile pinned to $tile queries) rc=$?"
     grep prefill "$OUT/bench_attention_t$tile.md"
@@ -70,6 +66,8 @@ if has bench; then
   grep -v '^INFO' "$OUT/bench_gemm.md"
   timeout 120 $G/bin/bench_cuda gdn > "$OUT/bench_gdn.md" 2>&1; note "bench gdn rc=$?"
   grep -v '^INFO' "$OUT/bench_gdn.md"
+  timeout 60 $G/bin/bench_cuda sample > "$OUT/bench_sample.md" 2>&1; note "bench sample rc=$?"
+  grep -v '^INFO' "$OUT/bench_sample.md"
   PYTHONUNBUFFERED=1 timeout 120 python3 bench/gdn_reference_bench.py > "$OUT/bench_gdn_ref.md" 2>&1
   note "gdn reference rc=$?"
   cat "$OUT/bench_gdn_ref.md"
@@ -78,12 +76,6 @@ if has bench; then
     note "bench $m rc=$?"
     grep -v '^INFO' "$OUT/bench_$m.md"
   done
-fi
-if has load; then
-  # The safetensors loader on a real-sized checkpoint (16 layers of Qwen3.5-27B, 17 GB).
-  BIN=$G/bin/blockflash LAYERS=16 timeout 240 bash tools/gpu_load_check.sh > "$OUT/load.log" 2>&1
-  note "load rc=$?: $(grep -E 'disk:|GB/s' "$OUT/load.log" | sed 's/.*uploaded/uploaded/' | tr '\n' ' ')"
-  rm -rf /tmp/synthetic-27b
 fi
 if has serve; then
   # The mission's vLLM command on Qwen3.5-27B shapes (random weights): start-up profiling and
@@ -99,6 +91,45 @@ if has serve; then
   note "bench serve rc=$?: $(grep -iE 'output token throughput|median tpot|median ttft' "$OUT/serve_bench.txt" | tr -s ' ' | tr '\n' ';')"
   grep -E "profiling run|KV cache|KV blocks|graph" "$OUT/serve.log" | head -8
   kill $pid; wait $pid 2>/dev/null
+fi
+if has dflash; then
+  # DFlash on CUDA: the engine tests (greedy with a drafter == without, rejection sampling,
+  # z-lab drafter goldens) in f32 and bf16 storage, and bench spec on 27B + drafter shapes.
+  for dtype in f32 bf16; do
+    BLOCKFLASH_TEST_DATA_DIR=$PWD/tests BLOCKFLASH_TEST_DEVICE=cuda BLOCKFLASH_CUDA_DTYPE=$dtype \
+      timeout 120 $G/bin/test_engine --gtest_filter='DFlash*:Drafters/*:Sampler*' --gtest_color=no \
+      > "$OUT/dflash_tests_$dtype.log" 2>&1
+    note "DFlash + sampler tests on CUDA ($dtype) rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/dflash_tests_$dtype.log" | tr '\n' ' ')"
+  done
+  timeout 150 $G/bin/blockflash bench spec --device cuda --load-format dummy \
+    --model bench/configs/qwen3.5-27b.json --draft bench/configs/qwen3.5-27b-dflash.json \
+    --batch-sizes 1,4 --context-len 1024 --iters 8 --warmup 2 > "$OUT/bench_spec.txt" 2> "$OUT/bench_spec.log"
+  note "bench spec rc=$?"
+  cat "$OUT/bench_spec.txt"
+fi
+if has load; then
+  # The safetensors loader on a real-sized checkpoint (16 layers of Qwen3.5-27B, 17 GB).
+  BIN=$G/bin/blockflash LAYERS=16 timeout 240 bash tools/gpu_load_check.sh > "$OUT/load.log" 2>&1
+  note "load rc=$?: $(grep -E 'disk:|GB/s' "$OUT/load.log" | sed 's/.*uploaded/uploaded/' | tr '\n' ' ')"
+  rm -rf /tmp/synthetic-27b
+fi
+if has sanitize; then
+  # memcheck: every op test but the slow ones (the 20k-context decode; every gemv configuration),
+  # the small sampler tests and one graph configuration. racecheck: the kernels with shared memory.
+  small_sample='CudaSample.RandomBitsMatchHostBitForBit:CudaSample.SmallVocabAllPaths:CudaSample.SeededAndBatchIndependent:CudaSample.RowWithoutFiniteLogitIsAnError'
+  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $G/bin/test_cuda \
+    --gtest_filter="CudaOps.*:$small_sample:Goldens/CudaGraphs.*/dense_flat_bf16:-CudaOps.PagedAttentionDecodeLongContextSplitKv:CudaOps.MatmulSkinnyGemvEveryConfig" \
+    --gtest_color=no > "$OUT/memcheck.log" 2>&1
+  note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$OUT/memcheck.log" | tr '\n' ' ')"
+  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
+    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.PagedAttentionFlashTiles:CudaOps.GatedDeltaRule*:CudaOps.MatmulSkinnyGemv:CudaOps.PrepareAttentionInputs' \
+    --gtest_color=no > "$OUT/racecheck.log" 2>&1
+  note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
+  for cluster in 1 8; do
+    BLOCKFLASH_SAMPLE_CLUSTER=$cluster timeout 90 compute-sanitizer --tool racecheck --error-exitcode 9 \
+      $G/bin/test_cuda --gtest_filter="$small_sample" --gtest_color=no > "$OUT/racecheck_sample_$cluster.log" 2>&1
+    note "racecheck sampler (cluster $cluster) rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck_sample_$cluster.log" | tail -1)"
+  done
 fi
 echo
 echo "==== summary ===="

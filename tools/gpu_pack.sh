@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build-cuda}
 D=${DEST:-.gpu}
-BINS=${BINS:-blockflash tests/test_cuda tests/test_backend tests/bench_cuda}
+BINS=${BINS:-blockflash tests/test_cuda tests/test_backend tests/test_engine tests/bench_cuda}
 grep -qx "/$D/" .git/info/exclude || echo "/$D/" >> .git/info/exclude
 rm -rf "$D" && mkdir -p "$D/stage/bin" "$D/stage/lib"
 for bin in $BINS; do cp "$B/$bin" "$D/stage/bin/"; done
