@@ -55,15 +55,18 @@ fi
 if has bench; then
   timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention.md" 2>&1; note "bench attention rc=$?"
   cat "$OUT/bench_attention.md"
-  for tile in 64; do
+  # BENCH_FULL=1: also a pinned-tile attention run and the gemv-vs-cuBLASLt table per shape.
+  for tile in $([ "${BENCH_FULL:-0}" = 1 ] && echo 64); do
     BLOCKFLASH_FLASH_TILE=$tile timeout 200 $G/bin/bench_cuda attention > "$OUT/bench_attention_t$tile.md" 2>&1
     note "bench attention (flash tile pinned to $tile queries) rc=$?"
     grep prefill "$OUT/bench_attention_t$tile.md"
   done
   PYTHONUNBUFFERED=1 timeout 120 python3 bench/sdpa_bench.py > "$OUT/bench_sdpa.md" 2>&1; note "sdpa rc=$?"
   cat "$OUT/bench_sdpa.md"
-  timeout 120 $G/bin/bench_cuda gemm > "$OUT/bench_gemm.md" 2>&1; note "bench gemm rc=$?"
-  grep -v '^INFO' "$OUT/bench_gemm.md"
+  if [ "${BENCH_FULL:-0}" = 1 ]; then
+    timeout 120 $G/bin/bench_cuda gemm > "$OUT/bench_gemm.md" 2>&1; note "bench gemm rc=$?"
+    grep -v '^INFO' "$OUT/bench_gemm.md"
+  fi
   timeout 120 $G/bin/bench_cuda gdn > "$OUT/bench_gdn.md" 2>&1; note "bench gdn rc=$?"
   grep -v '^INFO' "$OUT/bench_gdn.md"
   timeout 60 $G/bin/bench_cuda sample > "$OUT/bench_sample.md" 2>&1; note "bench sample rc=$?"
@@ -103,7 +106,7 @@ if has dflash; then
   done
   timeout 150 $G/bin/blockflash bench spec --device cuda --load-format dummy \
     --model bench/configs/qwen3.5-27b.json --draft bench/configs/qwen3.5-27b-dflash.json \
-    --batch-sizes 1,4 --context-len 1024 --iters 8 --warmup 2 > "$OUT/bench_spec.txt" 2> "$OUT/bench_spec.log"
+    --batch-sizes ${SPEC_BATCHES:-1,4,16} --context-len 1024 --iters 8 --warmup 2 > "$OUT/bench_spec.txt" 2> "$OUT/bench_spec.log"
   note "bench spec rc=$?"
   cat "$OUT/bench_spec.txt"
 fi
