@@ -78,9 +78,11 @@ TEST_F(CudaOps, MatmulSkinnyGemvEveryConfig) {
   for (int config = 0; config < cuda::gemv_num_configs(); ++config) {
     setenv("BLOCKFLASH_GEMV", "always", 1);
     setenv("BLOCKFLASH_GEMV_CONFIG", std::to_string(config).c_str(), 1);
+    setenv("BLOCKFLASH_GEMV_GATED", "1", 1);
     auto gpu = make_cuda_backend();
     unsetenv("BLOCKFLASH_GEMV");
     unsetenv("BLOCKFLASH_GEMV_CONFIG");
+    unsetenv("BLOCKFLASH_GEMV_GATED");
     for (auto [m, n, k] : {std::tuple{1, 300, 520}, {2, 77, 2048}, {3, 1000, 64}, {5, 48, 5120},
                            {8, 129, 2056}, {1, 9, 4096}}) {
       Tensor x = rand_bf16({m, k}, rng_), w = rand_bf16({n, k}, rng_, -0.1f, 0.1f);

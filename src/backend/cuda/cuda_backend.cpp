@@ -275,6 +275,11 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
+    // Off by default: with both on, a 27B decode step measured slower (bench/NOTES.md), so
+    // BLOCKFLASH_GEMV_DEEP=1 adds the deep configurations to the timing and
+    // BLOCKFLASH_GEMV_GATED=1 folds the SwiGLU activation into the down gemv, for an A/B run.
+    if (const char* e = std::getenv("BLOCKFLASH_GEMV_DEEP")) gemv_deep_ = std::string(e) == "1";
+    if (const char* e = std::getenv("BLOCKFLASH_GEMV_GATED")) gemv_gated_ = std::string(e) == "1";
     log_info("cuda: ", ctx_.caps.name, " (sm_", ctx_.caps.cc, ", ", ctx_.caps.num_sms, " SMs, ",
              ctx_.caps.total_memory >> 30, " GiB, ", ctx_.caps.smem_per_block / 1024,
              " KB shared memory per block)");
@@ -619,7 +624,7 @@ class CudaBackend final : public Backend {
         float t_best = 0;
         if (!pinned && gemv_mode_ >= 0) {
           for (int c = 0; c < gemv_num_configs(); ++c) {
-            if (!gemv_config_useful(c, n, k)) continue;
+            if (!gemv_config_useful(c, n, k) || (!gemv_deep_ && gemv_config_deep(c))) continue;
             const float t = time_ms([&] { run_gemv(c); });
             if (best < 0 || t < t_best) best = c, t_best = t;
           }
@@ -657,7 +662,7 @@ class CudaBackend final : public Backend {
              "swiglu_matmul: gate_up ", shape_string(gate_up.shape()), ", w ",
              shape_string(w.shape()), " and out ", shape_string(out.shape()), " do not match");
     const int64_t m = gate_up.dim(0), n = w.dim(0), k = w.dim(1);
-    if (gdt == kDtBF16 && wdt == kDtBF16 && m > 0 &&
+    if (gemv_gated_ && gdt == kDtBF16 && wdt == kDtBF16 && m > 0 &&
         gemv_supported(m, k, gate_up.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block))) {
       auto it = gemv_choice_.find(std::make_tuple(m, n, k, odt));
       if (it != gemv_choice_.end() && it->second >= 0) {
@@ -1362,6 +1367,8 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> gemv_choice_;
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
+  bool gemv_deep_ = false;   // deep configurations among those timed
+  bool gemv_gated_ = false;  // swiglu_matmul folds the activation into the gemv
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};

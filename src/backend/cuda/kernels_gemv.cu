@@ -236,6 +236,10 @@ bool gemv_config_useful(int config, int64_t n, int64_t k) {
   return true;
 }
 
+bool gemv_config_deep(int config) {
+  return config >= 0 && config < kNumConfigs && kConfigs[config].deep;
+}
+
 void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
                  int64_t k, int config, cudaStream_t s, bool gated) {
   BF_CHECK(config >= 0 && config < kNumConfigs, "gemv: configuration ", config, " out of range");
