@@ -78,13 +78,16 @@ void AsyncEngine::admit(EngineRequest request, const std::shared_ptr<RequestStre
   auto remaining = std::make_shared<int32_t>(n);
   try {
     engine_->add_request(std::move(request), [this, stream, remaining](const SequenceUpdate& u) {
-      stream->push(u);
+      // The queue place is freed before the last update reaches the client: a client that
+      // sends its next request as soon as it sees this one finish must find the place free.
       if (u.finished && --*remaining == 0) num_pending_.fetch_sub(1);
+      stream->push(u);
     });
   } catch (const Error& e) {
     // validate_request passed on submit, so this is a capacity error (a prompt the KV cache
     // can never hold): every sequence reports an aborted, finished update with the reason.
     log_warn("request ", stream->request_id(), " rejected: ", e.what());
+    num_pending_.fetch_sub(1);  // before the client can see the rejection (as above)
     for (int32_t index = 0; index < n; ++index) {
       SequenceUpdate update;
       update.id = SeqId{stream->request_id(), index};
@@ -93,7 +96,6 @@ void AsyncEngine::admit(EngineRequest request, const std::shared_ptr<RequestStre
       update.stop_reason = e.what();
       stream->push(update);
     }
-    num_pending_.fetch_sub(1);
   }
 }
 
