@@ -72,16 +72,20 @@ SpeculativeOptions parse_speculative_config(const std::string& text) {
 
 namespace {
 
-// vLLM's profiling run: one forward of the largest step the scheduler can build
-// (max_num_batched_tokens new tokens, a logits row for each of up to max_num_seqs sequences)
-// over a throwaway cache, measuring the backend allocator's peak: the activation memory the
-// KV cache must leave free. 0 on backends that do not track memory (the CPU).
-size_t profile_activation_bytes(const Model& model, Backend& be, const EngineConfig& config) {
+// vLLM's profiling run: one step as large as the scheduler can build, over throwaway caches,
+// measuring the backend allocator's peak: the activation memory the KV cache must leave free.
+// The step: max_num_batched_tokens new tokens; as many logits rows as one LM-head pass can
+// hold (Model::kLogitsRowsPerPass, or a row per sequence for device sampling); with a drafter,
+// the target's tap layers captured and the drafter's context written for every token. 0 on
+// backends that do not track memory (the CPU).
+size_t profile_activation_bytes(const Model& model, const DFlashDrafter* drafter, Backend& be,
+                                const EngineConfig& config) {
   if (be.device() == Device::kCPU) return 0;
   be.reset_peak_memory();
   const ModelConfig& c = model.config();
   const int32_t T = std::max(1, config.max_num_batched_tokens), bs = config.block_size;
-  const int32_t rows = std::min(T, std::max(1, config.max_num_seqs));
+  const int32_t rows = static_cast<int32_t>(std::min<int64_t>(
+      T, std::max<int64_t>(Model::kLogitsRowsPerPass, config.max_num_seqs)));
   ForwardBatch batch;
   BatchSequence seq{.query_start = 0, .query_len = T, .num_computed = 0, .state_slot = 0};
   for (int32_t b = 0; b < (T + bs - 1) / bs; ++b) seq.block_table.push_back(b);
@@ -95,12 +99,25 @@ size_t profile_activation_bytes(const Model& model, Backend& be, const EngineCon
   const auto t0 = std::chrono::steady_clock::now();
   size_t activations = 0;
   {
-    CacheSizes sizes{.num_blocks = static_cast<int64_t>(seq.block_table.size()),
+    CacheSizes sizes{.num_blocks = static_cast<int32_t>(seq.block_table.size()),
                      .block_size = bs, .num_state_slots = 1};
     ModelCache cache = ModelCache::allocate(be, c, sizes);
-    const size_t with_cache = be.peak_memory_bytes();
-    ForwardOutput out = model.forward(batch, cache, {}, LogitsOutput::kArgmax);  // synchronises
-    activations = be.peak_memory_bytes() - with_cache;
+    DraftCache draft_cache;
+    if (drafter != nullptr)
+      draft_cache = DraftCache::allocate(be, drafter->config(), sizes.num_blocks, bs);
+    const size_t with_caches = be.peak_memory_bytes();
+    const std::vector<int32_t> taps = drafter ? drafter->tap_layers() : std::vector<int32_t>{};
+    ForwardOutput out = model.forward(batch, cache, taps, LogitsOutput::kArgmax);  // synchronises
+    if (drafter != nullptr) {
+      ContextRows context;
+      for (int32_t t = 0; t < T; ++t) {
+        context.rows.push_back(t);
+        context.positions.push_back(t);
+        context.slots.push_back(t);
+      }
+      drafter->write_context(out.captured_hidden, context, draft_cache);
+    }
+    activations = be.peak_memory_bytes() - with_caches;
   }
   be.release_cached_memory();  // the weights alone stay in use
   log_info("profiling run: ", T, " tokens, ", rows, " logits rows: ",
@@ -137,7 +154,8 @@ std::unique_ptr<Engine> load_engine(EngineOptions options, std::unique_ptr<Backe
       static_cast<size_t>(options.cache_memory_gib * static_cast<double>(size_t{1} << 30));
   // On CUDA: --gpu-memory-utilization of the device, less the weights (target and drafter),
   // the profiled activation peak and a margin for cuBLASLt plans, graphs and fragmentation.
-  const size_t activations = profile_activation_bytes(*model, *backend, options.engine);
+  const size_t activations =
+      profile_activation_bytes(*model, drafter.get(), *backend, options.engine);
   options.engine.cache_memory_bytes = device_cache_bytes(
       *backend, options.engine.cache_memory_bytes, activations + (size_t{1} << 30));
   return std::make_unique<Engine>(std::move(model), tokenizer, options.engine,

@@ -60,6 +60,10 @@ class Model {
 
   // Runs every layer over the batch's new tokens, updating `cache`; returns the logits of
   // batch.logits_rows and the outputs of the decoder layers listed in `capture_layers`.
+  // The most logits rows one LM-head pass computes on the device (kFull and kArgmax run more
+  // rows in passes; kDevice returns all rows at once, so its callers keep them few).
+  static constexpr int64_t kLogitsRowsPerPass = 1024;
+
   ForwardOutput forward(const ForwardBatch& batch, ModelCache& cache,
                         const std::vector<int32_t>& capture_layers = {},
                         LogitsOutput logits_output = LogitsOutput::kFull) const;
@@ -69,6 +73,8 @@ class Model {
   const Tensor& lm_head() const { return tie_ ? embed_tokens_ : lm_head_; }
 
  private:
+  void lm_head_in_passes(const Tensor& selected, LogitsOutput logits_output,
+                         ForwardOutput& output) const;
   struct Layer {
     LayerType type;
     int32_t cache_index;  // index into ModelCache::kv or ModelCache::gdn
