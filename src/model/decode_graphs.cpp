@@ -102,13 +102,20 @@ void DecodeGraphRunner::capture() {
 bool DecodeGraphRunner::can_run(const ForwardBatch& batch) const {
   if (graphs_.empty() || !is_plain_decode(batch)) return false;
   if (decode_graph_bucket(buckets_, static_cast<int32_t>(batch.seqs.size())) == 0) return false;
+  // A replay reads these on the device without the eager ops' host checks: anything out of
+  // range runs eagerly instead, where the op names the problem.
   const int32_t vocab = model_.config().vocab_size;
-  const int64_t block_size = cache_.sizes.block_size;
-  for (const BatchSequence& seq : batch.seqs)
+  const int64_t block_size = cache_.sizes.block_size, num_blocks = cache_.sizes.num_blocks;
+  for (const BatchSequence& seq : batch.seqs) {
     if (static_cast<int32_t>(seq.block_table.size()) > max_blocks_per_seq_ ||
         seq.kv_len() > static_cast<int64_t>(seq.block_table.size()) * block_size ||
-        seq.state_slot < 0)
+        seq.state_slot < 0 || seq.state_slot >= cache_.sizes.num_state_slots)
       return false;
+    for (int32_t block : seq.block_table)
+      if (block < 0 || block >= num_blocks) return false;
+  }
+  for (int32_t slot : batch.slot_mapping)
+    if (slot < -1 || slot >= num_blocks * block_size) return false;
   for (int32_t id : batch.token_ids)
     if (id < 0 || id >= vocab) return false;
   return true;
