@@ -58,7 +58,8 @@ constexpr uint64_t kSampleStream = 0;  // random.h sample_stream
 
 // Order-preserving map of a non-NaN float to uint32 (larger float, larger key), and back.
 __device__ __forceinline__ uint32_t order_key(float x) {
-  const uint32_t b = __float_as_uint(x);
+  // -0.0 and +0.0 compare equal on the host (top-k's x < kth): give them one key.
+  const uint32_t b = x == 0.0f ? 0u : __float_as_uint(x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 __device__ __forceinline__ float key_value(uint32_t key) {
