@@ -12,7 +12,12 @@
 //                                         the layers of src/model driven as Model::forward does;
 //                                         each decode step eager and as a replayed CUDA graph
 //                                         (recorded for block tables of 256k-token contexts)
+//                                         BENCH_PROFILE=1: instead, one eager decode step per B
+//                                         after warm-up, between cudaProfilerStart/Stop (for
+//                                         `ncu --profile-from-start off`: per-kernel times);
+//                                         BENCH_SKIP_PREFILL=1: decode steps only
 // Times: median of N runs, each between device synchronisations (host clock).
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -410,6 +415,18 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
     const int32_t max_blocks = 262144 / block_size;  // Qwen3.5's max_position_embeddings
     graphs[B] = be->capture_graph(b, max_blocks, [&] { forward(*be, st, b, cache); });
   }
+  if (const char* p = std::getenv("BENCH_PROFILE"); p != nullptr && std::string(p) == "1") {
+    for (int B : batches) {
+      const ForwardBatch& b = decode_batches.at(B);
+      for (int i = 0; i < 2; ++i) forward(*be, st, b, cache);
+      cuda_synchronize();
+      cudaProfilerStart();
+      forward(*be, st, b, cache);
+      cuda_synchronize();
+      cudaProfilerStop();
+    }
+    return 0;
+  }
   std::printf("| step | tokens | ms | tokens/s | bytes/step GB | roofline ms | of roofline |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (int B : batches) {
@@ -434,7 +451,7 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
     std::printf("| decode B=%d graph | %d | %.2f | %.1f | %.2f | %.2f | %.0f%% |\n", B, B, ms_graph,
                 B / (ms_graph * 1e-3), bytes / 1e9, roof, 100 * roof / ms_graph);
   }
-  {
+  if (const char* p = std::getenv("BENCH_SKIP_PREFILL"); p == nullptr || std::string(p) != "1") {
     const int32_t T = 2048;
     int32_t used = 0;
     ForwardBatch b = batch_for({{0, T}}, block_size, used);
