@@ -8,7 +8,7 @@ mkdir -p $G && tar -C $G -xJf "${BUNDLE:-.gpu/bundle.tar.xz}"
 export LD_LIBRARY_PATH=$G/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 run() {
   echo "== $1"
-  env ${2:-} timeout 90 $G/bin/bench_cuda model bench/configs/qwen3.5-27b.json 1 8 2>&1 | grep -E "^\| decode"
+  env BENCH_SKIP_PREFILL=1 ${2:-} timeout 90 $G/bin/bench_cuda model bench/configs/qwen3.5-27b.json ${AB_BATCHES:-1 8} 2>&1 | grep -E "^\| decode"
 }
 for round in 1 2; do
   run "default (round $round)"

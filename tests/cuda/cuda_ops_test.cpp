@@ -135,7 +135,10 @@ TEST_F(CudaOps, MatmulGemvChain) {
 }
 
 TEST_F(CudaOps, Norms) {
-  const int rows = 37, dim = 320;
+  // 320 / 5120 / 16392: the bf16 vector kernel with 1, 1 and 3 chunks per thread (16392 / 8 =
+  // 2049 chunks); 324 (not a multiple of 8): the generic kernel; one row: the decode shape.
+  for (auto [rows, dim] : {std::pair{37, 320}, {1, 5120}, {3, 5120}, {2, 16392}, {5, 324}}) {
+  SCOPED_TRACE(testing::Message() << rows << " rows x " << dim);
   Tensor x = rand_bf16({rows, dim}, rng_, -3, 3), w = rand_bf16({dim}, rng_);
   for (bool one : {false, true}) {
     Tensor want = Tensor::empty({rows, dim});
@@ -156,6 +159,8 @@ TEST_F(CudaOps, Norms) {
     gpu_->add_rms_norm(res_gpu3, x3, gpu_->upload(w), 1e-6f, one, x3);
     EXPECT_TRUE(close(host(x3), want2, 1e-2));
   }
+  }
+  const int rows = 37;
   Tensor z = rand_bf16({rows * 4, 80}, rng_, -3, 3), o = rand_bf16({rows * 4, 80}, rng_);
   Tensor gw = rand_bf16({80}, rng_);
   Tensor want = Tensor::empty({rows * 4, 80});

@@ -33,7 +33,9 @@ __device__ __forceinline__ SplitLayout launch_splits(const AttnArgs& a, const De
 }
 
 constexpr int kWarps = 4;
-constexpr int kUnroll = 2;
+// Keys a warp loads before using any: the loop is latency-bound (a block-table read, then the
+// K/V rows), so more rows in flight per step is what shortens it.
+constexpr int kUnroll = 4;
 
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f(float x) { return x; }
@@ -46,6 +48,25 @@ __device__ __forceinline__ void load_row(const T* p, float (&x)[HD / 32], int la
 #pragma unroll
   for (int e = 0; e < V; ++e) x[e] = to_f(p[lane * V + e]);
 }
+
+// A lane's HD/32 elements of a K or V row, kept as stored (bf16 halves the registers of the
+// rows in flight) and read with the widest aligned loads (rows start at multiples of HD
+// elements; cache and q allocations are 256-byte aligned).
+template <int HD, typename T>
+struct LaneSlice {
+  static constexpr int V = HD / 32;
+  static constexpr int kBytes = V * static_cast<int>(sizeof(T));
+  static constexpr int kWords = kBytes >= 16 ? kBytes / 16 : 1;
+  using Word = std::conditional_t<kBytes >= 16, uint4,
+               std::conditional_t<kBytes == 8, uint2, std::conditional_t<kBytes == 4, uint32_t, uint16_t>>>;
+  Word w[kWords];
+  __device__ __forceinline__ void load(const T* row, int lane) {
+    const Word* src = reinterpret_cast<const Word*>(row + lane * V);
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) w[i] = __ldg(src + i);
+  }
+  __device__ __forceinline__ float at(int e) const { return to_f(reinterpret_cast<const T*>(w)[e]); }
+};
 
 // Up to kMaxG query heads of one KV head per block: each K/V row is read once for all of them.
 constexpr int kMaxG = 8;
@@ -106,16 +127,19 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int e = 0; e < V; ++e) acc[g][e] = 0.0f;
   }
   for (int j0 = lo + warp * kUnroll; j0 < hi; j0 += kWarps * kUnroll) {
-    float kk[kUnroll][V], vv[kUnroll][V];
+    LaneSlice<HD, T> kk[kUnroll], vv[kUnroll];
+    int64_t off[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {  // all loads first
+    for (int u = 0; u < kUnroll; ++u) {  // every table read, then every row load, then math
       const int j = j0 + u;
       const int jj = j < hi ? j : lo;
-      const int64_t slot =
-          static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size;
-      const int64_t off = slot * pos_stride + static_cast<int64_t>(kvh) * HD;
-      load_row<HD>(kc + off, kk[u], lane);
-      load_row<HD>(vc + off, vv[u], lane);
+      off[u] = (static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size) *
+                   pos_stride + static_cast<int64_t>(kvh) * HD;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      kk[u].load(kc + off[u], lane);
+      vv[u].load(vc + off[u], lane);
     }
 #pragma unroll
     for (int g = 0; g < kMaxG; ++g) {
@@ -125,7 +149,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int u = 0; u < kUnroll; ++u) {
         float dot = 0.0f;
 #pragma unroll
-        for (int e = 0; e < V; ++e) dot += q[g][e] * kk[u][e];
+        for (int e = 0; e < V; ++e) dot += q[g][e] * kk[u].at(e);
         sc[u] = warp_sum<32>(dot);
       }
       float m_new = m[g];
@@ -141,7 +165,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         const float pr = j0 + u < hi ? __expf(sc[u] - m_new) : 0.0f;
         l[g] += pr;
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[g][e] += pr * vv[u][e];
+        for (int e = 0; e < V; ++e) acc[g][e] += pr * vv[u].at(e);
       }
       m[g] = m_new;
     }
@@ -181,33 +205,45 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// out[t, h] = Σ_s e^{m_s − M} l_s o_s / Σ_s e^{m_s − M} l_s
-__global__ void attention_combine_kernel(AttnArgs a, DeviceBatch b, int num_tokens) {
+// out[t, h] = Σ_s w_s o_s / Σ_s w_s with w_s = e^{m_s − M} l_s: one block per (row, head); the
+// split weights go to shared memory once (thread s reads split s), then each thread sums its
+// head_dim columns over the splits with independent loads.
+constexpr int kCombineThreads = 128;
+static_assert(kCombineThreads >= kDecodeMaxSplits, "one thread per split's weight");
+__global__ void __launch_bounds__(kCombineThreads)
+    attention_combine_kernel(AttnArgs a, DeviceBatch b, int num_tokens) {
+  __shared__ float weight[kDecodeMaxSplits];
+  __shared__ float scratch[32];
   const int t = blockIdx.x, h = blockIdx.y;
   const int num_splits = launch_splits(a, b).num_splits;
   if (num_splits == 1) return;  // graph replay of a short context: the kernel wrote out
+  const int si = b.token_seq[t];
+  if (si >= 0 && b.seqs[si].query_len >= a.simt_skip_query_len) return;  // flash rows
   const int64_t row = static_cast<int64_t>(t) * a.hq + h;
   const int64_t plane = static_cast<int64_t>(num_tokens) * a.hq;
-  float M = -FLT_MAX;
-  for (int s = 0; s < num_splits; ++s)
-    if (a.partial_ml[(s * plane + row) * 2 + 1] > 0.0f)
-      M = fmaxf(M, a.partial_ml[(s * plane + row) * 2]);
-  float L = 0.0f;
-  for (int s = 0; s < num_splits; ++s) {
-    const float ls = a.partial_ml[(s * plane + row) * 2 + 1];
-    if (ls > 0.0f) L += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M);
+  const int s = threadIdx.x;
+  float ms = -FLT_MAX, ls = 0.0f;
+  if (s < num_splits) {
+    ls = a.partial_ml[(s * plane + row) * 2 + 1];
+    ms = ls > 0.0f ? a.partial_ml[(s * plane + row) * 2] : -FLT_MAX;
   }
-  const int si = b.token_seq[t];
-  if (si >= 0 && b.seqs[si].query_len >= a.simt_skip_query_len) return;
+  // Block max through the sum helper's scratch: max over warps, then over their results.
+  float M = warp_max(ms);
+  __syncthreads();
+  if (s % 32 == 0) scratch[s / 32] = M;
+  __syncthreads();
+  M = scratch[0];
+  for (int w = 1; w < kCombineThreads / 32; ++w) M = fmaxf(M, scratch[w]);
+  const float ws = ls > 0.0f ? ls * __expf(ms - M) : 0.0f;
+  if (s < num_splits) weight[s] = ws;
+  const float L = block_sum(ws, scratch);  // its barriers also publish weight[]
+  const float inv = L > 0.0f ? 1.0f / L : 0.0f;
   for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
     float o = 0.0f;
-    for (int s = 0; s < num_splits; ++s) {
-      const float ls = a.partial_ml[(s * plane + row) * 2 + 1];
-      if (ls > 0.0f)
-        o += ls * __expf(a.partial_ml[(s * plane + row) * 2] - M) *
-             a.partial_o[(s * plane + row) * a.hd + d];
-    }
-    st(a.out, a.dt, row * a.hd + d, L > 0.0f ? o / L : 0.0f);
+#pragma unroll 4
+    for (int j = 0; j < num_splits; ++j)
+      o += weight[j] * a.partial_o[(j * plane + row) * a.hd + d];
+    st(a.out, a.dt, row * a.hd + d, o * inv);
   }
 }
 
@@ -242,7 +278,8 @@ void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t
   }
   BF_CUDA_LAUNCH_CHECK();
   if (a.num_splits > 1) {
-    attention_combine_kernel<<<dim3(b.num_tokens, a.hq), 128, 0, s>>>(a, b, b.num_tokens);
+    attention_combine_kernel<<<dim3(b.num_tokens, a.hq), kCombineThreads, 0, s>>>(a, b,
+                                                                                b.num_tokens);
     BF_CUDA_LAUNCH_CHECK();
   }
 }
