@@ -44,7 +44,9 @@ TEST_F(CudaOps, Embedding) {
 }
 
 TEST_F(CudaOps, Matmul) {
-  for (auto [m, n, k] : {std::tuple{1, 256, 128}, {7, 200, 96}, {64, 1024, 512}, {333, 77, 40}}) {
+  // Under 8 outputs: the gemv (m <= 8, the MoE shared-expert gate) or the SIMT kernel.
+  for (auto [m, n, k] : {std::tuple{1, 256, 128}, {7, 200, 96}, {64, 1024, 512}, {333, 77, 40},
+                         {1, 1, 2048}, {3, 5, 256}, {12, 1, 64}}) {
     Tensor x = rand_bf16({m, k}, rng_), w = rand_bf16({n, k}, rng_, -0.1f, 0.1f);
     Tensor want = Tensor::empty({m, n});
     cpu_->matmul(x, w, want);
@@ -467,8 +469,12 @@ TEST_F(CudaOps, PagedAttentionFlashTiles) {
 TEST_F(CudaOps, MoeExperts) {
   // Few tokens: the GEMV path; 64 or more: the grouped (sorted rows, per-expert GEMM) path.
   for (auto [T, E, k, H, I] : {std::tuple{5, 8, 2, 64, 32}, {40, 16, 4, 128, 96},
-                               {1, 64, 8, 256, 64}, {300, 16, 4, 128, 96}, {64, 8, 2, 64, 32}}) {
+                               {1, 64, 8, 256, 64}, {300, 16, 4, 128, 96}, {64, 8, 2, 64, 32},
+                               {3, 300, 8, 64, 32}}) {
     Tensor x = rand_bf16({T, H}, rng_), router = rand_bf16({E, H}, rng_);
+    // Tied router logits (equal rows): both backends take the lower expert index first.
+    for (int64_t e : {E - 1, E / 2})
+      std::copy(router.f32() + 3 * H, router.f32() + 4 * H, router.f32() + e * H);
     Tensor gu = rand_bf16({E, 2 * I, H}, rng_, -0.2f, 0.2f), dn = rand_bf16({E, H, I}, rng_, -0.2f, 0.2f);
     Tensor want = Tensor::empty({T, H});
     cpu_->moe_experts(x, router, gu, dn, k, want);

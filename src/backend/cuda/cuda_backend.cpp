@@ -597,6 +597,18 @@ class CudaBackend final : public Backend {
                odt == kDtF32 ? CUDA_R_32F : CUDA_R_16BF, alignment_of(w.raw()),
                alignment_of(x.raw()), alignment_of(out.raw()));
     if (p == nullptr) {
+      // Under 8 outputs (the shared-expert gate): the gemv with the most column slices that
+      // fit, where it applies (one warp per slice instead of one block per row).
+      if (xdt == kDtBF16 && wdt == kDtBF16 &&
+          gemv_supported(m, k, x.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block))) {
+        int config = 0;
+        for (int c = 0; c < gemv_num_configs(); ++c)
+          if (gemv_config_useful(c, n, k) && !gemv_config_deep(c) &&
+              gemv_config_splits(c) > gemv_config_splits(config) && gemv_config_rows(c) == 1)
+            config = c;
+        launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, config, ctx_.stream);
+        return;
+      }
       launch_matmul_simt(x.raw(), xdt, w.raw(), wdt, out.raw(), odt, m, n, k, ctx_.stream);
       return;
     }

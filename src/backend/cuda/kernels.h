@@ -165,6 +165,8 @@ void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* 
 bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w, int max_smem);
 int gemv_num_configs();
 bool gemv_config_useful(int config, int64_t n, int64_t k);
+int gemv_config_rows(int config);    // R: w rows per warp
+int gemv_config_splits(int config);  // column slices
 bool gemv_config_deep(int config);  // twice the loads in flight per lane
 // gated: x is [m, 2k] (gate | up) and the product is with silu(gate) ⊙ up (bf16-rounded).
 void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,

@@ -236,6 +236,13 @@ bool gemv_config_useful(int config, int64_t n, int64_t k) {
   return true;
 }
 
+int gemv_config_rows(int config) {
+  return config >= 0 && config < kNumConfigs ? kConfigs[config].rows : 0;
+}
+int gemv_config_splits(int config) {
+  return config >= 0 && config < kNumConfigs ? kConfigs[config].splits : 0;
+}
+
 bool gemv_config_deep(int config) {
   return config >= 0 && config < kNumConfigs && kConfigs[config].deep;
 }
