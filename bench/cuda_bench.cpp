@@ -15,7 +15,8 @@
 //                                         BENCH_PROFILE=1: instead, one eager decode step per B
 //                                         after warm-up, between cudaProfilerStart/Stop (for
 //                                         `ncu --profile-from-start off`: per-kernel times);
-//                                         BENCH_SKIP_PREFILL=1: decode steps only
+//                                         BENCH_SKIP_PREFILL=1: decode steps only;
+//                                         then one layer of each kind (full layer tokens/s)
 // Times: median of N runs, each between device synchronisations (host clock).
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -386,6 +387,21 @@ void forward(Backend& be, const Stack& st, const ForwardBatch& batch, ModelCache
   be.matmul(selected, st.lm_head, logits);
 }
 
+// One decoder layer of Model::forward: norm, mixer (Gated DeltaNet or gated attention), norm,
+// MLP / MoE.
+void forward_layer(Backend& be, const Stack& st, size_t i, const ForwardBatch& batch,
+                   ModelCache& cache, Tensor& residual, Tensor& normed, Tensor& block_out) {
+  const ModelConfig& c = st.c;
+  const auto& l = st.layers[i];
+  be.add_rms_norm(residual, block_out, l.in_ln, c.rms_norm_eps, true, normed);
+  if (l.type == LayerType::kLinearAttention)
+    l.gdn.forward(be, c, normed, batch, cache.gdn[l.cache_index], block_out);
+  else
+    l.attn.forward(be, c, normed, batch, cache.kv[l.cache_index], block_out);
+  be.add_rms_norm(residual, block_out, l.post_ln, c.rms_norm_eps, true, normed);
+  l.mlp.forward(be, c, normed, block_out);
+}
+
 int bench_model(const std::string& path, std::vector<int> batches, double bw) {
   ModelConfig c = parse_model_config(read_json_file(path));
   auto be = make_cuda_backend();
@@ -457,6 +473,27 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
     ForwardBatch b = batch_for({{0, T}}, block_size, used);
     double ms = median_ms([&] { forward(*be, st, b, cache); }, 1, 3);
     std::printf("| prefill 1x%d | %d | %.2f | %.0f | - | - | - |\n", T, T, ms, T / (ms * 1e-3));
+    // One layer of each kind (tokens/s of a full layer: norms, mixer, MLP / MoE), prefill of
+    // the same 2048 tokens and a batch-1 decode step.
+    const ForwardBatch& d1 = decode_batches.begin()->second;
+    for (LayerType kind : {LayerType::kLinearAttention, LayerType::kFullAttention}) {
+      size_t i = 0;
+      while (i < st.layers.size() && st.layers[i].type != kind) ++i;
+      if (i == st.layers.size()) continue;
+      const char* name = kind == LayerType::kLinearAttention ? "Gated DeltaNet" : "gated attention";
+      for (const ForwardBatch* fb : std::initializer_list<const ForwardBatch*>{&b, &d1}) {
+        const int64_t n = fb->num_tokens();
+        Tensor residual = be->empty({n, c.hidden_size}), normed = be->empty({n, c.hidden_size});
+        Tensor block_out = be->empty({n, c.hidden_size});
+        for (Tensor* t : {&residual, &block_out}) fill(*t, 1.0f, seed);
+        const double layer_ms = median_ms(
+            [&] { forward_layer(*be, st, i, *fb, cache, residual, normed, block_out); }, 2, 5);
+        std::printf("| layer %zu (%s + %s) %s %lld | %lld | %.3f | %.0f | - | - | - |\n", i,
+                    name, c.is_moe ? "MoE" : "MLP", fb == &b ? "prefill 1x" : "decode B=",
+                    static_cast<long long>(fb == &b ? n : fb->seqs.size()),
+                    static_cast<long long>(n), layer_ms, n / (layer_ms * 1e-3));
+      }
+    }
   }
   return 0;
 }
