@@ -429,6 +429,10 @@ void prefill_cases(Backend& cpu, Backend& gpu, std::mt19937& rng) {
     attention_case(cpu, gpu, rng, {8, 2, hd, {{300, 70, 0}, {129, 0, 1}, {1, 40, 2}}});
   // A window that cuts inside the tiles.
   attention_case(cpu, gpu, rng, {8, 2, 128, {{300, 70, 0}}, true, 100});
+  // head_dim 256: GQA 6 without context, a window inside the tiles, partial query tiles and kv
+  // lengths off the 64-key tiles.
+  attention_case(cpu, gpu, rng, {12, 2, 256, {{200, 0, 0}, {17, 3, 1}}});
+  attention_case(cpu, gpu, rng, {8, 2, 256, {{300, 70, 0}, {45, 0, 1}}, true, 100});
 }
 
 // Verify blocks (1+K queries, causal inside the block) mixed with decodes.
@@ -440,6 +444,12 @@ void verify_window_cases(Backend& cpu, Backend& gpu, std::mt19937& rng) {
   attention_case(cpu, gpu, rng, {8, 2, 128, {{40, 600, 0}, {1, 2000, 1}}, true, 128});
   attention_case(cpu, gpu, rng, {8, 8, 64, {{16, 600, 0}}, false, 64});
   attention_case(cpu, gpu, rng, {4, 1, 256, {{1, 5000, 0}}, true, 1000});
+  // The same at head_dim 256 with flash-mma rows (>= 16 queries): verify blocks, non-causal,
+  // windows causal and not.
+  attention_case(cpu, gpu, rng, {8, 2, 256, {{16, 700, 0}, {1, 900, 1}, {24, 33, 2}}});
+  attention_case(cpu, gpu, rng, {8, 2, 256, {{16, 300, 0}, {40, 5, 1}}, false});
+  attention_case(cpu, gpu, rng, {8, 2, 256, {{40, 600, 0}, {1, 2000, 1}}, true, 128});
+  attention_case(cpu, gpu, rng, {4, 2, 256, {{70, 600, 0}}, false, 64});
 }
 
 TEST_F(CudaOps, PagedAttentionPrefillWithContext) { prefill_cases(*cpu_, *gpu_, rng_); }
