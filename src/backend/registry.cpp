@@ -54,6 +54,8 @@ std::string KernelRegistry::why_not(const KernelCaps& k, const DeviceCaps& devic
     why << "needs compute capability " << k.min_cc / 10 << "." << k.min_cc % 10;
     if (k.max_cc < 1000) why << " to " << k.max_cc / 10 << "." << k.max_cc % 10;
     why << ", the device is " << device.cc / 10 << "." << device.cc % 10;
+  } else if (k.needs_wgmma && !device.wgmma) {
+    why << "needs sm_90a (wgmma) code for the device, which this binary lacks";
   } else if (std::find(k.head_dims.begin(), k.head_dims.end(), needs.head_dim) ==
              k.head_dims.end()) {
     why << "has no head_dim " << needs.head_dim;
@@ -168,6 +170,22 @@ const KernelRegistry& builtin_kernel_registry() {
                      .f32 = false,
                      .specialized = true,
                      .priority = 10});
+    r.add(KernelCaps{.name = "flash-wgmma",
+                     .family = KernelFamily::kAttention,
+                     .description = "Hopper warpgroup-MMA prefill and verify (sm_90a): two "
+                                    "warpgroups over 128 queries, S = Q K^T and O += P V as "
+                                    "wgmma with K/V read from 128-byte-swizzled shared memory, "
+                                    "double-buffered cp.async through the block table; decode "
+                                    "rows go to simt-paged's split-KV path",
+                     .min_cc = 90,
+                     .max_cc = 90,
+                     .head_dims = {256},
+                     .smem_bytes = {{256, 197632}},
+                     .split_kv = true,
+                     .f32 = false,
+                     .specialized = true,
+                     .needs_wgmma = true,
+                     .priority = 20});
     r.add(KernelCaps{.name = "gdn-recurrent",
                      .family = KernelFamily::kGatedDeltaNet,
                      .description = "recurrent gated delta rule: a warp per 32 value columns, "

@@ -25,6 +25,7 @@ struct DeviceCaps {
   size_t smem_per_block = 0;        // opt-in shared memory limit per block, bytes
   int num_sms = 0;
   size_t total_memory = 0;
+  bool wgmma = false;               // the binary has sm_90a (wgmma) code this device can run
 };
 
 struct KernelCaps {
@@ -39,6 +40,7 @@ struct KernelCaps {
        verify = true;
   bool f32 = true;                  // also runs with f32 storage (the exact checking mode)
   bool specialized = false;         // disabled by BLOCKFLASH_DISABLE_SPECIALIZED_KERNELS=1
+  bool needs_wgmma = false;         // Hopper warpgroup MMA: DeviceCaps::wgmma must be set
   int priority = 0;                 // higher wins among the eligible
 };
 

@@ -117,6 +117,37 @@ TEST(Registry, BuiltinServesQwenShapesOnEveryTarget) {
   }
 }
 
+// The builtin attention routing per target: Hopper with the binary's sm_90a code takes
+// flash-wgmma at head_dim 256 (flash-mma at 128, and at 256 when the sm_90a code is missing);
+// sm_12x never gets the Hopper kernel and stays within 99 KB; f32 storage and the
+// disable switch fall back.
+TEST(Registry, BuiltinAttentionRouting) {
+  const KernelRegistry& r = builtin_kernel_registry();
+  DeviceCaps hopper = device(90);
+  hopper.wgmma = true;
+  EXPECT_EQ(r.select(hopper, attention(256), {}).kernel->name, "flash-wgmma");
+  EXPECT_EQ(r.select(hopper, attention(256, false, true), {}).kernel->name, "flash-wgmma");
+  EXPECT_EQ(r.select(hopper, attention(128), {}).kernel->name, "flash-mma");
+  Selection no_code = r.select(device(90), attention(256), {});
+  EXPECT_EQ(no_code.kernel->name, "flash-mma");
+  EXPECT_NE(no_code.reason.find("sm_90a"), std::string::npos) << no_code.reason;
+  for (int cc : {120, 121}) {
+    DeviceCaps d = device(cc);
+    d.wgmma = true;  // even if a probe said so, the capability range excludes sm_12x
+    for (int hd : {128, 256}) {
+      Selection s = r.select(d, attention(hd), {});
+      EXPECT_EQ(s.kernel->name, "flash-mma") << cc << " hd " << hd;
+      EXPECT_LE(s.kernel->smem_bytes.at(hd), 99u * 1024) << cc << " hd " << hd;
+    }
+    EXPECT_THROW(r.select(d, attention(256), SelectOptions{.forced = "flash-wgmma"}), Error);
+  }
+  LayerNeeds f32 = attention(256);
+  f32.f32 = true;
+  EXPECT_EQ(r.select(hopper, f32, {}).kernel->name, "simt-paged");
+  SelectOptions off{.disable_specialized = true};
+  EXPECT_EQ(r.select(hopper, attention(256), off).kernel->name, "simt-paged");
+}
+
 TEST(Registry, SelectorLogsOncePerShape) {
   KernelRegistry r = synthetic();
   KernelSelector sel(r, device(120), {});

@@ -1072,8 +1072,9 @@ class CudaBackend final : public Backend {
                                                            .sliding_window = params.sliding_window > 0,
                                                            .f32 = act_ == DType::kF32});
     // flash-mma's block table lookups shift by log2(block_size).
-    const bool flash = kernel.name == "flash-mma" && (block_size & (block_size - 1)) == 0 &&
-                       params.scale > 0.0f;
+    const bool wgmma = kernel.name == "flash-wgmma";
+    const bool flash = (kernel.name == "flash-mma" || wgmma) &&
+                       (block_size & (block_size - 1)) == 0 && params.scale > 0.0f;
     const DeviceBatch& d = device_batch(batch, T, op);
     AttnArgs a;
     a.q = q.raw();
@@ -1091,8 +1092,9 @@ class CudaBackend final : public Backend {
     int64_t simt_rows = T;
     if (flash) {
       // Query tiles of the sequences with many queries go to the mma kernel.
-      const int tile =
-          flash_mma_tile_rows(static_cast<int>(hd), ctx_.caps.smem_per_block, flash_tile_);
+      const int tile = wgmma ? kFlashWgmmaRows
+                             : flash_mma_tile_rows(static_cast<int>(hd),
+                                                   ctx_.caps.smem_per_block, flash_tile_);
       std::vector<int32_t> items;
       simt_rows = 0;
       for (size_t s = 0; s < batch.seqs.size(); ++s) {
@@ -1108,8 +1110,12 @@ class CudaBackend final : public Backend {
         }
       }
       Tensor d_items = upload_i32(items);
-      launch_attention_flash_mma(a, d, reinterpret_cast<const int2*>(d_items.raw()),
-                                 static_cast<int>(items.size() / 2), tile, ctx_.stream);
+      const auto* d_items_ptr = reinterpret_cast<const int2*>(d_items.raw());
+      const int num_items = static_cast<int>(items.size() / 2);
+      if (wgmma)
+        launch_attention_flash_wgmma(a, d, d_items_ptr, num_items, ctx_.stream);
+      else
+        launch_attention_flash_mma(a, d, d_items_ptr, num_items, tile, ctx_.stream);
       a.simt_skip_query_len = kFlashMinQueryLen;
       if (simt_rows == 0) return;
     }
@@ -1432,6 +1438,11 @@ DeviceCaps query_cuda_device(int device) {
   caps.smem_per_block = prop.sharedMemPerBlockOptin;
   caps.num_sms = prop.multiProcessorCount;
   caps.total_memory = prop.totalGlobalMem;
+  int current = -1;
+  // The probe launches a kernel: only on the device this process works on.
+  if (caps.cc == 90 && cudaGetDevice(&current) == cudaSuccess && current == device)
+    caps.wgmma = flash_wgmma_compiled();
+  (void)cudaGetLastError();
   return caps;
 }
 

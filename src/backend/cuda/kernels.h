@@ -185,6 +185,15 @@ void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const i
                                 int num_items, int tile_rows, cudaStream_t s);
 constexpr int kFlashMinQueryLen = 16;  // sequences with at least this many queries use it
 
+// Hopper wgmma kernel (kernels_flash_wgmma.cu), head_dim 256, same items and contract as
+// flash-mma with tiles of kFlashWgmmaRows queries. flash_wgmma_compiled(): this binary holds
+// its sm_90a code for the current device (false on other GPUs and on builds without 90a).
+constexpr int kFlashWgmmaRows = 128;
+bool flash_wgmma_compiled();
+size_t flash_wgmma_smem_bytes();
+void launch_attention_flash_wgmma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
+                                  int num_items, cudaStream_t s);
+
 // --- MoE (kernels_moe.cu) ---
 // logits: f32 [T, E]. Writes top-k ids and renormalised weights [T, k].
 void launch_moe_route(const float* logits, int64_t tokens, int64_t experts, int top_k,
