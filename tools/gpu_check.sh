@@ -5,6 +5,7 @@
 # random weights), then a summary table. Logs archived to $OUT/gpu_logs.tgz (default
 # /tmp/gpu_check).
 # BUNDLE: the packed binaries (default .gpu/bundle.tar.xz).
+# SANITIZE_SAMPLE_CLUSTERS: sampler racecheck cluster sizes (default "1 8").
 # Usage: bash tools/gpu_check.sh [tests|sanitize|bench|dflash|load|serve|all]...   (default: all)
 set -uo pipefail
 DEST=${OUT:-/tmp/gpu_check}
@@ -128,7 +129,7 @@ if has sanitize; then
     --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.PagedAttentionFlashTiles:CudaOps.GatedDeltaRule*:CudaOps.MatmulSkinnyGemv:CudaOps.PrepareAttentionInputs' \
     --gtest_color=no > "$OUT/racecheck.log" 2>&1
   note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
-  for cluster in 1 8; do
+  for cluster in ${SANITIZE_SAMPLE_CLUSTERS:-1 8}; do
     BLOCKFLASH_SAMPLE_CLUSTER=$cluster timeout 90 compute-sanitizer --tool racecheck --error-exitcode 9 \
       $G/bin/test_cuda --gtest_filter="$small_sample" --gtest_color=no > "$OUT/racecheck_sample_$cluster.log" 2>&1
     note "racecheck sampler (cluster $cluster) rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck_sample_$cluster.log" | tail -1)"
