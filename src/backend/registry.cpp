@@ -52,7 +52,7 @@ std::string KernelRegistry::why_not(const KernelCaps& k, const DeviceCaps& devic
     why << "is a " << kernel_family_name(k.family) << " kernel";
   } else if (device.cc < k.min_cc || device.cc > k.max_cc) {
     why << "needs compute capability " << k.min_cc / 10 << "." << k.min_cc % 10;
-    if (k.max_cc < 1000) why << " to " << k.max_cc / 10 << "." << k.max_cc % 10;
+    if (k.max_cc < 1000 && k.max_cc != k.min_cc) why << " to " << k.max_cc / 10 << "." << k.max_cc % 10;
     why << ", the device is " << device.cc / 10 << "." << device.cc % 10;
   } else if (k.needs_wgmma && !device.wgmma) {
     why << "needs sm_90a (wgmma) code for the device, which this binary lacks";

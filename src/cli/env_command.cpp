@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <set>
 #include <sstream>
+#include <string>
 
 #include "backend/registry.h"
 #include "cli/commands.h"
@@ -98,7 +99,7 @@ void print_registry(const KernelRegistry& r) {
     for (size_t i = 0; i < k.head_dims.size(); ++i) dims << (i ? "/" : "") << k.head_dims[i];
     std::printf("  %-16s %-14s sm %s%s  head_dim %s%s%s%s%s%s\n", k.name.c_str(),
                 kernel_family_name(k.family), cc_string(k.min_cc).c_str(),
-                k.max_cc < 1000 ? ("-" + cc_string(k.max_cc)).c_str() : "+", dims.str().c_str(),
+                k.max_cc == k.min_cc ? " only" : k.max_cc < 1000 ? ("-" + cc_string(k.max_cc)).c_str() : "+", dims.str().c_str(),
                 k.paged ? " paged" : "", k.split_kv ? " split-kv" : "",
                 k.family == KernelFamily::kAttention && k.non_causal ? " non-causal" : "",
                 k.family == KernelFamily::kAttention && k.sliding_window ? " sliding-window" : "",
@@ -166,7 +167,15 @@ Command add_env_command(CLI::App& app) {
       std::printf("  on this device (%s):\n", device.name.c_str());
       print_layers(config, device, options);
     } else {
-      // No device: what each build target would use.
+      // No device: what each build target would use, for this build's architectures (a
+      // CPU-only build shows what the default CUDA build, 90a;120a;121a, would do).
+#ifdef BLOCKFLASH_HAVE_CUDA
+      const std::string archs = BLOCKFLASH_CUDA_ARCHS;
+#else
+      const std::string archs = "90a,120a,121a";
+#endif
+      const bool has_sm90a = archs.find("90a") != std::string::npos;
+      std::printf("  (no device: routing per target for architectures %s)\n", archs.c_str());
       for (auto [cc, smem, name] : {std::tuple{90, 227, "sm_90 (H100/H200)"},
                                     {120, 99, "sm_120 (RTX 5090)"},
                                     {121, 99, "sm_121 (DGX Spark)"}}) {
@@ -175,6 +184,7 @@ Command add_env_command(CLI::App& app) {
         target.name = name;
         target.cc = cc;
         target.smem_per_block = static_cast<size_t>(smem) * 1024;
+        target.wgmma = cc == 90 && has_sm90a;  // what the probe finds on such a GPU
         std::printf("  on %s, %d KB shared memory per block:\n", name, smem);
         print_layers(config, target, options);
       }
