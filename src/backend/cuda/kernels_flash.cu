@@ -13,7 +13,9 @@
 // MMAs (shared-memory bandwidth, not the tensor cores, bounds the 16-row version); 64 rows of 4
 // warps otherwise, within the 99 KB (101376 bytes) of sm_12x. At head_dim 256 the default is 64
 // rows single-buffered (two blocks per SM on sm_90); 128 rows of 8 warps double-buffered (202
-// KB) is kept as a pinnable variant. Shared memory: (rows + 2 or 4 BN) x (D + 8) x 2 bytes.
+// KB) is kept as a pinnable variant. On sm_90 with the binary's sm_90a code the registry sends
+// head_dim 256 to flash-wgmma (kernels_flash_wgmma.cu) instead: this kernel's 256 shapes measured
+// ~300 TFLOP/s however tiled; they serve sm_12x and builds without 90a. Shared memory: (rows + 2 or 4 BN) x (D + 8) x 2 bytes.
 #include <cfloat>
 #include <cstdint>
 
