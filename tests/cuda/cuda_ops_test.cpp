@@ -422,9 +422,12 @@ TEST_F(CudaOps, PrepareAttentionInputs) {
 
 // Prefill over cached context: tiles past the first (the flash kernel's 64- or 128-query
 // tiles, diagonals shifted by the context), partial tiles, decode rows beside them.
-void prefill_cases(Backend& cpu, Backend& gpu, std::mt19937& rng) {
-  for (int hd : {32, 64, 128, 256})
+// with_hd32 = false: only the head dims flash-mma has (for a backend forced to it).
+void prefill_cases(Backend& cpu, Backend& gpu, std::mt19937& rng, bool with_hd32 = true) {
+  for (int hd : {32, 64, 128, 256}) {
+    if (hd == 32 && !with_hd32) continue;
     attention_case(cpu, gpu, rng, {8, 2, hd, {{100, 0, 0}, {37, 250, 1}, {1, 70, 2}}});
+  }
   for (int hd : {64, 128, 256})
     attention_case(cpu, gpu, rng, {8, 2, hd, {{300, 70, 0}, {129, 0, 1}, {1, 40, 2}}});
   // A window that cuts inside the tiles.
@@ -464,14 +467,16 @@ TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
 TEST_F(CudaOps, PagedAttentionVerifyNonCausalWindow) { verify_window_cases(*cpu_, *gpu_, rng_); }
 
 TEST_F(CudaOps, PagedAttentionFlashTiles) {
-  // flash-mma's pinned tile shapes (the cases above ran the default per head_dim): 64 queries
-  // (the shape sm_12x's 99 KB allows) and 128 (where the device's shared memory allows).
+  // flash-mma forced (on sm_90 the cases above run head_dim 256 on flash-wgmma), with each of
+  // its pinned tile shapes: 64 queries (the shape sm_12x's 99 KB allows; head_dim 256 there
+  // runs this) and 128 (where the device's shared memory allows).
   for (const char* tile : {"64", "128"}) {
-    SCOPED_TRACE(std::string("BLOCKFLASH_FLASH_TILE=") + tile);
+    SCOPED_TRACE(std::string("flash-mma, BLOCKFLASH_FLASH_TILE=") + tile);
     setenv("BLOCKFLASH_FLASH_TILE", tile, 1);
-    std::unique_ptr<Backend> gpu = make_cuda_backend();
+    std::unique_ptr<Backend> gpu =
+        make_cuda_backend(CudaBackendOptions{.attention_backend = "flash-mma"});
     unsetenv("BLOCKFLASH_FLASH_TILE");
-    prefill_cases(*cpu_, *gpu, rng_);
+    prefill_cases(*cpu_, *gpu, rng_, /*with_hd32=*/false);
     verify_window_cases(*cpu_, *gpu, rng_);
   }
 }
