@@ -57,15 +57,18 @@ struct LaneSlice {
   static constexpr int V = HD / 32;
   static constexpr int kBytes = V * static_cast<int>(sizeof(T));
   static constexpr int kWords = kBytes >= 16 ? kBytes / 16 : 1;
-  using Word = std::conditional_t<kBytes >= 16, uint4,
-               std::conditional_t<kBytes == 8, uint2, std::conditional_t<kBytes == 4, uint32_t, uint16_t>>>;
+  using Word = std::conditional_t<
+      kBytes >= 16, uint4,
+      std::conditional_t<kBytes == 8, uint2, std::conditional_t<kBytes == 4, uint32_t, uint16_t>>>;
   Word w[kWords];
   __device__ __forceinline__ void load(const T* row, int lane) {
     const Word* src = reinterpret_cast<const Word*>(row + lane * V);
 #pragma unroll
     for (int i = 0; i < kWords; ++i) w[i] = __ldg(src + i);
   }
-  __device__ __forceinline__ float at(int e) const { return to_f(reinterpret_cast<const T*>(w)[e]); }
+  __device__ __forceinline__ float at(int e) const {
+    return to_f(reinterpret_cast<const T*>(w)[e]);
+  }
 };
 
 // Up to kMaxG query heads of one KV head per block: each K/V row is read once for all of them.
@@ -133,8 +136,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int u = 0; u < kUnroll; ++u) {  // every table read, then every row load, then math
       const int j = j0 + u;
       const int jj = j < hi ? j : lo;
-      off[u] = (static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size) *
-                   pos_stride + static_cast<int64_t>(kvh) * HD;
+      const int64_t slot =
+          static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size;
+      off[u] = slot * pos_stride + static_cast<int64_t>(kvh) * HD;
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {

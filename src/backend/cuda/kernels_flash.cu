@@ -15,7 +15,8 @@
 // rows single-buffered (two blocks per SM on sm_90); 128 rows of 8 warps double-buffered (202
 // KB) is kept as a pinnable variant. On sm_90 with the binary's sm_90a code the registry sends
 // head_dim 256 to flash-wgmma (kernels_flash_wgmma.cu) instead: this kernel's 256 shapes measured
-// ~300 TFLOP/s however tiled; they serve sm_12x and builds without 90a. Shared memory: (rows + 2 or 4 BN) x (D + 8) x 2 bytes.
+// ~300 TFLOP/s however tiled; they serve sm_12x and builds without 90a.
+// Shared memory: (rows + 2 or 4 BN) x (D + 8) x 2 bytes.
 #include <cfloat>
 #include <cstdint>
 

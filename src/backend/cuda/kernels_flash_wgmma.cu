@@ -99,7 +99,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int j = kv0 + r;
       const bool valid = j < kv_len;
       const int jj = valid ? j : 0;
-      const int64_t slot = (static_cast<int64_t>(table[jj >> bs_shift]) << bs_shift) + (jj & bs_mask);
+      const int64_t slot =
+          (static_cast<int64_t>(table[jj >> bs_shift]) << bs_shift) + (jj & bs_mask);
       const int64_t off = (slot * a.hkv + kvh) * kD + chunk * 8;
       const uint32_t dst = buf * kTileBytes + swizzled(r, chunk, kBN);
       cp_async16(sK + dst, kc + off, valid);

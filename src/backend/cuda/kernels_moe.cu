@@ -1,8 +1,8 @@
 // Routed experts of Qwen3.5-MoE, the simple form: routing on the device (f32 softmax, top-k
 // with ties to the lower expert index, renormalised), then warp-per-row GEMVs over each
 // token's chosen experts (gate|up with SiLU, then the weighted sum of the down projections;
-// bf16 weights take vectorised forms of both). Reads only the chosen experts: right for decode; prefill re-reads weights per
-// token (a grouped GEMM is the planned replacement).
+// bf16 weights take vectorised forms of both). Reads only the chosen experts: right for
+// decode. Many tokens take the grouped path below (rows sorted by expert, one GEMM each).
 #include <cfloat>
 
 #include "backend/cuda/cuda_common.h"
