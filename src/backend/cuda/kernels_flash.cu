@@ -163,58 +163,12 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
       if (more) load_tile(true, false, kv0 + BN, 0);
     }
     // Mask and online softmax; per row slice, rows g (elements 0, 1) and g + 8 (2, 3).
+    const TileMask mask{kv0, kv_len, a.sliding_window, a.causal, need_mask};
     uint32_t pf[MT][BN / 16][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int p_lo = p_first + (warp * MT + mt) * 16 + g, p_hi = p_lo + 8;
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (need_mask) {
-            const int j = kv0 + nt * 8 + 2 * tq + (e % 2);
-            const int p = e < 2 ? p_lo : p_hi;
-            const bool ok = j < kv_len && (!a.causal || j <= p) &&
-                            (a.sliding_window <= 0 || j > p - a.sliding_window);
-            if (!ok) s[mt][nt][e] = -INFINITY;
-          }
-          mx[e / 2] = fmaxf(mx[e / 2], s[mt][nt][e]);
-        }
-      }
-      float base[2], c[2];
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
-        mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
-        const float m_new = fmaxf(m[mt][hf], mx[hf] * sl2);  // running max, scaled units
-        base[hf] = m_new == -INFINITY ? 0.0f : m_new;       // a fully masked row so far
-        c[hf] = fast_exp2(m[mt][hf] - base[hf]);
-        m[mt][hf] = m_new;
-        l[mt][hf] *= c[hf];
-      }
-      // Deep into a long row the max rarely moves: skip the D/4 multiplies when no row of
-      // the warp's slice changed (a warp-uniform branch).
-      if (__any_sync(0xffffffffu, c[0] != 1.0f || c[1] != 1.0f)) {
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-          o[mt][i][0] *= c[0];
-          o[mt][i][1] *= c[0];
-          o[mt][i][2] *= c[1];
-          o[mt][i][3] *= c[1];
-        }
-      }
-#pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt) {
-        float p[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) p[e] = fast_exp2(fmaf(s[mt][nt][e], sl2, -base[e / 2]));
-        l[mt][0] += p[0] + p[1];
-        l[mt][1] += p[2] + p[3];
-        pf[mt][nt / 2][(nt % 2) * 2] = pack_bf16(p[0], p[1]);
-        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack_bf16(p[2], p[3]);
-      }
-    }
+    for (int mt = 0; mt < MT; ++mt)
+      online_softmax_tile<BN, D>(s[mt], o[mt], m[mt], l[mt], pf[mt], sl2, tq,
+                                 p_first + (warp * MT + mt) * 16 + g, mask);
     // O += P V: P (MT x 16 x BN) from registers, V (BN x D) via ldmatrix.trans.
 #pragma unroll
     for (int k0 = 0; k0 < BN; k0 += 16) {
@@ -230,29 +184,10 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
       }
     }
   }
-  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out);
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float inv[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      float sum = l[mt][hf];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      inv[hf] = sum > 0.0f ? 1.0f / sum : 0.0f;
-    }
-    const int row_lo = (warp * MT + mt) * 16 + g;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int row = row_lo + 8 * hf;
-      if (row >= rows) continue;
-      __nv_bfloat16* dst = out + ((seq.query_start + q0 + row) * static_cast<int64_t>(a.hq) + h) * D;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i)
-        *reinterpret_cast<__nv_bfloat162*>(dst + i * 8 + 2 * tq) =
-            __floats2bfloat162_rn(o[mt][i][2 * hf] * inv[hf], o[mt][i][2 * hf + 1] * inv[hf]);
-    }
-  }
+  for (int mt = 0; mt < MT; ++mt)
+    store_rows<D>(static_cast<__nv_bfloat16*>(a.out), seq.query_start + q0, a.hq, h,
+                  (warp * MT + mt) * 16 + g, rows, o[mt], l[mt], tq);
 }
 
 // Tile shape per head_dim and query rows (64 or 128). 64 rows fit sm_12x's 99 KB everywhere;

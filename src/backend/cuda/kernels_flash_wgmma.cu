@@ -46,9 +46,11 @@ static_assert(kFlashWgmmaRows == kRows, "the host builds items of this many quer
 // Keeps the compiler from moving reads or writes of wgmma accumulators across the async
 // region (their values are only defined after wgmma.wait_group).
 template <int N>
-__device__ __forceinline__ void fence_operands(float (&d)[N]) {
+__device__ __forceinline__ void fence_operands(float (&d)[N][4]) {
 #pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
 }
 
 __global__ void __launch_bounds__(kThreads, 1)
@@ -112,9 +114,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float sl2 = a.scale * 1.4426950408889634f;
   const int g = lane / 4, tq = lane % 4;
   const int row_lo = warp * 16 + g;  // this thread's rows in the block: row_lo and row_lo + 8
-  float o[kD / 2];                   // m64n256 accumulator: [32 column groups of 8][4]
+  float o[kD / 8][4];                // m64n256 accumulator: [32 column groups of 8][4]
 #pragma unroll
-  for (int i = 0; i < kD / 2; ++i) o[i] = 0.0f;
+  for (int i = 0; i < kD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   if (kv_begin < kv_end) load_tile(kv_begin, 0);  // same group as Q
@@ -129,9 +131,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // S = Q Kᵀ for this warpgroup's 64 rows: K-major operands, k-steps of 16 along head_dim
     // (32 bytes inside a 128-byte atom row; the next atom after four).
-    float s[kBN / 2];
+    float s[kBN / 8][4];
 #pragma unroll
-    for (int i = 0; i < kBN / 2; ++i) s[i] = 0.0f;
+    for (int i = 0; i < kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
     fence_operands(s);
     wgmma::fence();
 #pragma unroll
@@ -145,54 +147,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::wait<0>();
     fence_operands(s);
 
-    // Mask and online softmax (rows row_lo: elements 0, 1; row_lo + 8: 2, 3).
-    const int p_lo = p_first + row_lo, p_hi = p_lo + 8;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nt = 0; nt < kBN / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (need_mask) {
-          const int j = kv0 + nt * 8 + 2 * tq + (e % 2);
-          const int p = e < 2 ? p_lo : p_hi;
-          const bool ok = j < kv_len && (!a.causal || j <= p) &&
-                          (a.sliding_window <= 0 || j > p - a.sliding_window);
-          if (!ok) s[nt * 4 + e] = -INFINITY;
-        }
-        mx[e / 2] = fmaxf(mx[e / 2], s[nt * 4 + e]);
-      }
-    }
-    float base_[2], c[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 1));
-      mx[hf] = fmaxf(mx[hf], __shfl_xor_sync(0xffffffffu, mx[hf], 2));
-      const float m_new = fmaxf(m[hf], mx[hf] * sl2);
-      base_[hf] = m_new == -INFINITY ? 0.0f : m_new;
-      c[hf] = fast_exp2(m[hf] - base_[hf]);
-      m[hf] = m_new;
-      l[hf] *= c[hf];
-    }
-    if (__any_sync(0xffffffffu, c[0] != 1.0f || c[1] != 1.0f)) {
-#pragma unroll
-      for (int i = 0; i < kD / 8; ++i) {
-        o[i * 4 + 0] *= c[0];
-        o[i * 4 + 1] *= c[0];
-        o[i * 4 + 2] *= c[1];
-        o[i * 4 + 3] *= c[1];
-      }
-    }
-    uint32_t pf[kBN / 16][4];  // P as the A operand, per 16 keys (mma.sync's A layout per warp)
-#pragma unroll
-    for (int nt = 0; nt < kBN / 8; ++nt) {
-      float p[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) p[e] = fast_exp2(fmaf(s[nt * 4 + e], sl2, -base_[e / 2]));
-      l[0] += p[0] + p[1];
-      l[1] += p[2] + p[3];
-      pf[nt / 2][(nt % 2) * 2] = pack_bf16(p[0], p[1]);
-      pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(p[2], p[3]);
-    }
+    // Mask and online softmax (rows row_lo: elements 0, 1; row_lo + 8: 2, 3); P as the A
+    // operand per 16 keys (mma.sync's A layout per warp, which wgmma's register A shares).
+    uint32_t pf[kBN / 16][4];
+    online_softmax_tile<kBN, kD>(s, o, m, l, pf, sl2, tq, p_first + row_lo,
+                                 TileMask{kv0, kv_len, a.sliding_window, a.causal, need_mask});
 
     // O += P V: V N-major (head_dim contiguous), k-steps of 16 keys = 2 KB; the 64-column
     // atoms of head_dim are 64 keys x 128 bytes apart (leading offset), 8-key row groups 1 KB
@@ -209,25 +168,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_operands(o);
   }
 
-  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(a.out);
-  float inv[2];
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    float sum = l[hf];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    inv[hf] = sum > 0.0f ? 1.0f / sum : 0.0f;
-  }
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const int row = row_lo + 8 * hf;
-    if (row >= rows) continue;
-    __nv_bfloat16* dst = out + ((seq.query_start + q0 + row) * static_cast<int64_t>(a.hq) + h) * kD;
-#pragma unroll
-    for (int i = 0; i < kD / 8; ++i)
-      *reinterpret_cast<__nv_bfloat162*>(dst + i * 8 + 2 * tq) =
-          __floats2bfloat162_rn(o[i * 4 + 2 * hf] * inv[hf], o[i * 4 + 2 * hf + 1] * inv[hf]);
-  }
+  store_rows<kD>(static_cast<__nv_bfloat16*>(a.out), seq.query_start + q0, a.hq, h, row_lo,
+                 rows, o, l, tq);
 #endif
 }
 
