@@ -360,6 +360,24 @@ Stack build(Backend& be, const ModelConfig& c) {
   return st;
 }
 
+// One decoder layer of Model::forward: norm (with the residual add of the previous layer's
+// output unless first), mixer (Gated DeltaNet or gated attention), norm, MLP / MoE.
+void forward_layer(Backend& be, const Stack& st, size_t i, bool first, const ForwardBatch& batch,
+                   ModelCache& cache, Tensor& residual, Tensor& normed, Tensor& block_out) {
+  const ModelConfig& c = st.c;
+  const auto& l = st.layers[i];
+  if (first)
+    be.rms_norm(residual, l.in_ln, c.rms_norm_eps, true, normed);
+  else
+    be.add_rms_norm(residual, block_out, l.in_ln, c.rms_norm_eps, true, normed);
+  if (l.type == LayerType::kLinearAttention)
+    l.gdn.forward(be, c, normed, batch, cache.gdn[l.cache_index], block_out);
+  else
+    l.attn.forward(be, c, normed, batch, cache.kv[l.cache_index], block_out);
+  be.add_rms_norm(residual, block_out, l.post_ln, c.rms_norm_eps, true, normed);
+  l.mlp.forward(be, c, normed, block_out);
+}
+
 // Model::forward's layer loop (without copying logits to the host).
 void forward(Backend& be, const Stack& st, const ForwardBatch& batch, ModelCache& cache) {
   const ModelConfig& c = st.c;
@@ -367,39 +385,13 @@ void forward(Backend& be, const Stack& st, const ForwardBatch& batch, ModelCache
   Tensor residual = be.empty({T, c.hidden_size});
   be.embedding(batch.token_ids, st.embed, residual);
   Tensor normed = be.empty({T, c.hidden_size}), block_out = be.empty({T, c.hidden_size});
-  for (size_t i = 0; i < st.layers.size(); ++i) {
-    const auto& l = st.layers[i];
-    if (i == 0)
-      be.rms_norm(residual, l.in_ln, c.rms_norm_eps, true, normed);
-    else
-      be.add_rms_norm(residual, block_out, l.in_ln, c.rms_norm_eps, true, normed);
-    if (l.type == LayerType::kLinearAttention)
-      l.gdn.forward(be, c, normed, batch, cache.gdn[l.cache_index], block_out);
-    else
-      l.attn.forward(be, c, normed, batch, cache.kv[l.cache_index], block_out);
-    be.add_rms_norm(residual, block_out, l.post_ln, c.rms_norm_eps, true, normed);
-    l.mlp.forward(be, c, normed, block_out);
-  }
+  for (size_t i = 0; i < st.layers.size(); ++i)
+    forward_layer(be, st, i, i == 0, batch, cache, residual, normed, block_out);
   be.add_rms_norm(residual, block_out, st.final_norm, c.rms_norm_eps, true, normed);
   const int64_t R = static_cast<int64_t>(batch.logits_rows.size());
   Tensor selected = be.empty({R, c.hidden_size}), logits = be.empty({R, c.vocab_size});
   be.embedding(batch.logits_rows, normed, selected);
   be.matmul(selected, st.lm_head, logits);
-}
-
-// One decoder layer of Model::forward: norm, mixer (Gated DeltaNet or gated attention), norm,
-// MLP / MoE.
-void forward_layer(Backend& be, const Stack& st, size_t i, const ForwardBatch& batch,
-                   ModelCache& cache, Tensor& residual, Tensor& normed, Tensor& block_out) {
-  const ModelConfig& c = st.c;
-  const auto& l = st.layers[i];
-  be.add_rms_norm(residual, block_out, l.in_ln, c.rms_norm_eps, true, normed);
-  if (l.type == LayerType::kLinearAttention)
-    l.gdn.forward(be, c, normed, batch, cache.gdn[l.cache_index], block_out);
-  else
-    l.attn.forward(be, c, normed, batch, cache.kv[l.cache_index], block_out);
-  be.add_rms_norm(residual, block_out, l.post_ln, c.rms_norm_eps, true, normed);
-  l.mlp.forward(be, c, normed, block_out);
 }
 
 int bench_model(const std::string& path, std::vector<int> batches, double bw) {
@@ -487,7 +479,8 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
         Tensor block_out = be->empty({n, c.hidden_size});
         for (Tensor* t : {&residual, &block_out}) fill(*t, 1.0f, seed);
         const double layer_ms = median_ms(
-            [&] { forward_layer(*be, st, i, *fb, cache, residual, normed, block_out); }, 2, 5);
+            [&] { forward_layer(*be, st, i, false, *fb, cache, residual, normed, block_out); },
+            2, 5);
         std::printf("| layer %zu (%s + %s) %s %lld | %lld | %.3f | %.0f | - | - | - |\n", i,
                     name, c.is_moe ? "MoE" : "MLP", fb == &b ? "prefill 1x" : "decode B=",
                     static_cast<long long>(fb == &b ? n : fb->seqs.size()),

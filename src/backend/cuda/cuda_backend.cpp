@@ -601,12 +601,18 @@ class CudaBackend final : public Backend {
       // fit, where it applies (one warp per slice instead of one block per row).
       if (xdt == kDtBF16 && wdt == kDtBF16 &&
           gemv_supported(m, k, x.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block))) {
-        int config = 0;
-        for (int c = 0; c < gemv_num_configs(); ++c)
-          if (gemv_config_useful(c, n, k) && !gemv_config_deep(c) &&
-              gemv_config_splits(c) > gemv_config_splits(config) && gemv_config_rows(c) == 1)
-            config = c;
-        launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, config, ctx_.stream);
+        // Chosen once per shape (these shapes never reach the timed choice below).
+        const auto key = std::make_tuple(m, n, k, odt);
+        auto it = gemv_choice_.find(key);
+        if (it == gemv_choice_.end()) {
+          int config = 0;
+          for (int c = 0; c < gemv_num_configs(); ++c)
+            if (gemv_config_useful(c, n, k) && !gemv_config_deep(c) &&
+                gemv_config_splits(c) > gemv_config_splits(config) && gemv_config_rows(c) == 1)
+              config = c;
+          it = gemv_choice_.emplace(key, config).first;
+        }
+        launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, it->second, ctx_.stream);
         return;
       }
       launch_matmul_simt(x.raw(), xdt, w.raw(), wdt, out.raw(), odt, m, n, k, ctx_.stream);
