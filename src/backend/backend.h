@@ -155,6 +155,23 @@ class Backend {
                                 const ForwardBatch& batch, Tensor& recurrent_state,
                                 Tensor& out) = 0;
 
+  // Optional fused form of the Gated DeltaNet layer between its projections, for a batch of
+  // single-token decodes: conv1d + SiLU of the q|k|v columns of `projected` (per row
+  // [q | k | v | z | b | a], as the fused in_proj writes it), the gates from b and a, the gated
+  // delta rule and the gated RMSNorm with z; returns the normed output [T, Hv * dv] and
+  // updates the conv and recurrent states as causal_conv1d and gated_delta_rule do. Returns an
+  // undefined tensor, doing nothing, where the backend has no fused form for this batch (the
+  // default): the caller then runs those four ops.
+  virtual Tensor gated_deltanet_decode(const Tensor& projected, const Tensor& conv_weight,
+                                       const Tensor& A_log, const Tensor& dt_bias,
+                                       const Tensor& norm_weight, float eps, const GdnDims& dims,
+                                       const ForwardBatch& batch, Tensor& conv_state,
+                                       Tensor& recurrent_state) {
+    (void)projected, (void)conv_weight, (void)A_log, (void)dt_bias, (void)norm_weight,
+        (void)eps, (void)dims, (void)batch, (void)conv_state, (void)recurrent_state;
+    return Tensor();
+  }
+
   // Writes new K/V rows into the paged cache at batch.slot_mapping. k, v: [T, Hkv, hd].
   virtual void kv_write(const Tensor& k, const Tensor& v, const ForwardBatch& batch,
                         KvCache& cache) = 0;

@@ -31,6 +31,18 @@ void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   const int64_t conv_dim = c.linear_conv_dim();
   Tensor projected = be.empty({T, in_proj.dim(0)});  // [T, q | k | v | z | b | a]
   be.matmul(x, in_proj, projected);
+  GdnDims dims{.num_k_heads = static_cast<int32_t>(hk),
+               .num_v_heads = static_cast<int32_t>(hv),
+               .k_head_dim = static_cast<int32_t>(dk),
+               .v_head_dim = static_cast<int32_t>(dv)};
+  // A backend may run the middle of the layer as one op for single-token decodes.
+  if (Tensor fused = be.gated_deltanet_decode(projected, conv1d, A_log, dt_bias, norm,
+                                              c.rms_norm_eps, dims, batch, state.conv,
+                                              state.recurrent);
+      fused.defined()) {
+    be.matmul(fused, out_proj, out);
+    return;
+  }
   Tensor mixed_qkv = take_columns(be, projected, 0, conv_dim);
   Tensor z = take_columns(be, projected, conv_dim, value_dim);
   Tensor b = take_columns(be, projected, conv_dim + value_dim, hv);
@@ -47,10 +59,6 @@ void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   Tensor g = be.empty({T, hv}, DType::kF32), beta = be.empty({T, hv}, DType::kF32);
   be.gdn_gates(a, b, A_log, dt_bias, g, beta);
 
-  GdnDims dims{.num_k_heads = static_cast<int32_t>(hk),
-               .num_v_heads = static_cast<int32_t>(hv),
-               .k_head_dim = static_cast<int32_t>(dk),
-               .v_head_dim = static_cast<int32_t>(dv)};
   Tensor core = be.empty({T, hv, dv});
   be.gated_delta_rule(q.reshape({T, hk, dk}), k.reshape({T, hk, dk}), v.reshape({T, hv, dv}), g,
                       beta, dims, batch, state.recurrent, core);

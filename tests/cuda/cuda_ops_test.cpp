@@ -356,6 +356,76 @@ TEST_F(CudaOps, GatedDeltaRule) {
   }
 }
 
+// The fused Gated DeltaNet decode (conv1d + gates + delta rule + gated RMSNorm from the fused
+// in_proj row) against the CPU's four ops: GQA 3 and 1 and 4 value heads per key head, conv
+// kernels 4 and 3, sequences with and without a state; states compared too. Batches with a
+// multi-token sequence or verify snapshots are not its (undefined result, nothing written).
+TEST_F(CudaOps, GatedDeltaNetDecodeFused) {
+  for (auto [hk, hv, K] : {std::tuple{2, 6, 4}, {4, 4, 4}, {1, 4, 3}}) {
+    SCOPED_TRACE(testing::Message() << "hk " << hk << " hv " << hv << " kernel " << K);
+    const int dk = 128, dv = 128, slots = 6;
+    const int64_t key_dim = hk * dk, value_dim = hv * dv, conv_dim = 2 * key_dim + value_dim;
+    GdnDims dims{.num_k_heads = hk, .num_v_heads = hv, .k_head_dim = dk, .v_head_dim = dv};
+    ForwardBatch batch = make_batch({{1, 7, 0}, {1, 0, 1}, {1, 30, 4}, {1, 5, 3}}, 16, 64, rng_);
+    const int64_t T = batch.num_tokens();
+    Tensor projected = rand_bf16({T, conv_dim + value_dim + 2 * hv}, rng_, -2, 2);
+    Tensor conv_w = rand_bf16({conv_dim, K}, rng_), norm_w = rand_bf16({dv}, rng_);
+    Tensor A_log = rand_bf16({hv}, rng_, -1, 1), dt_bias = rand_bf16({hv}, rng_);
+    Tensor conv_state = rand_bf16({slots, conv_dim, K - 1}, rng_, -2, 2);
+    Tensor rec_state = rand_bf16({slots, hv, dk, dv}, rng_, -0.5f, 0.5f);
+
+    // The CPU reference: the model's four ops on the column parts.
+    auto part = [&](int64_t begin, int64_t width) {
+      Tensor t = Tensor::empty({T, width});
+      cpu_->slice_columns(projected, begin, t);
+      return t;
+    };
+    Tensor mixed = part(0, conv_dim), z = part(conv_dim, value_dim);
+    Tensor b = part(conv_dim + value_dim, hv), a = part(conv_dim + value_dim + hv, hv);
+    Tensor cpu_conv = host_copy(conv_state), cpu_rec = host_copy(rec_state);
+    Tensor conv_out = Tensor::empty({T, conv_dim});
+    cpu_->causal_conv1d(mixed, conv_w, batch, cpu_conv, conv_out);
+    Tensor g = Tensor::empty({T, hv}), beta = Tensor::empty({T, hv});
+    cpu_->gdn_gates(a, b, A_log, dt_bias, g, beta);
+    Tensor q = Tensor::empty({T, key_dim}), k = Tensor::empty({T, key_dim});
+    Tensor v = Tensor::empty({T, value_dim});
+    cpu_->slice_columns(conv_out, 0, q);
+    cpu_->slice_columns(conv_out, key_dim, k);
+    cpu_->slice_columns(conv_out, 2 * key_dim, v);
+    Tensor core = Tensor::empty({T, hv, dv});
+    cpu_->gated_delta_rule(q.reshape({T, hk, dk}), k.reshape({T, hk, dk}),
+                           v.reshape({T, hv, dv}), g, beta, dims, batch, cpu_rec, core);
+    Tensor want = Tensor::empty({T * hv, dv});
+    cpu_->gated_rms_norm(core.reshape({T * hv, dv}), z.reshape({T * hv, dv}), norm_w, 1e-6f,
+                         want);
+
+    Tensor gpu_conv = to_device(*gpu_, conv_state, DType::kF32);
+    Tensor gpu_rec = to_device(*gpu_, rec_state, DType::kF32);
+    Tensor got = gpu_->gated_deltanet_decode(to_device(*gpu_, projected), gpu_->upload(conv_w),
+                                             gpu_->upload(A_log), gpu_->upload(dt_bias),
+                                             gpu_->upload(norm_w), 1e-6f, dims, batch, gpu_conv,
+                                             gpu_rec);
+    ASSERT_TRUE(got.defined());
+    EXPECT_TRUE(close(host(got), want.reshape({T, value_dim}), 2e-2));
+    EXPECT_TRUE(close(host(gpu_conv), cpu_conv, 1e-6));
+    EXPECT_TRUE(close(host(gpu_rec), cpu_rec, 5e-4));
+
+    // Not its batches: a two-token sequence; verify snapshots.
+    ForwardBatch prefill = make_batch({{2, 3, 0}, {1, 5, 1}}, 16, 64, rng_);
+    Tensor proj2 = to_device(*gpu_, rand_bf16({3, conv_dim + value_dim + 2 * hv}, rng_));
+    EXPECT_FALSE(gpu_->gated_deltanet_decode(proj2, gpu_->upload(conv_w), gpu_->upload(A_log),
+                                             gpu_->upload(dt_bias), gpu_->upload(norm_w), 1e-6f,
+                                             dims, prefill, gpu_conv, gpu_rec)
+                     .defined());
+    batch.seqs[0].snapshot_slots = {5};
+    EXPECT_FALSE(gpu_->gated_deltanet_decode(to_device(*gpu_, projected), gpu_->upload(conv_w),
+                                             gpu_->upload(A_log), gpu_->upload(dt_bias),
+                                             gpu_->upload(norm_w), 1e-6f, dims, batch, gpu_conv,
+                                             gpu_rec)
+                     .defined());
+  }
+}
+
 // The chunked kernel (gdn-chunked) for every sequence of >= 2 tokens (forced), and the
 // automatic choice that mixes it with the recurrent kernel in one batch (>= 32 tokens
 // chunked, the 7- and 1-token sequences recurrent): lengths around the

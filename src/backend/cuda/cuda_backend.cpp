@@ -278,6 +278,7 @@ class CudaBackend final : public Backend {
       skinny_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_SKINNY_CONFIG")) skinny_config_ = std::atoi(e);
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
+    if (const char* e = std::getenv("BLOCKFLASH_GDN_FUSED")) gdn_fused_ = std::string(e) != "0";
     // Off by default: with both on, a 27B decode step measured slower (bench/NOTES.md), so
     // BLOCKFLASH_GEMV_DEEP=1 adds the deep configurations to the timing and
     // BLOCKFLASH_GEMV_GATED=1 folds the SwiGLU activation into the down gemv, for an A/B run.
@@ -951,6 +952,68 @@ class CudaBackend final : public Backend {
     launch_causal_conv1d(x.raw(), xdt, weight.raw(), wdt, conv_dim, kernel, d, conv_state.f32(),
                          out.raw(), odt, ctx_.stream);
   }
+  // Single-token decodes (no verify snapshots) at dk = dv = 128: the fused kernel
+  // (BLOCKFLASH_GDN_FUSED=0 keeps the four ops).
+  Tensor gated_deltanet_decode(const Tensor& projected, const Tensor& conv_weight,
+                               const Tensor& A_log, const Tensor& dt_bias,
+                               const Tensor& norm_weight, float eps, const GdnDims& dims,
+                               const ForwardBatch& batch, Tensor& conv_state,
+                               Tensor& recurrent_state) override {
+    const char* op = "gated_deltanet_decode";
+    if (!gdn_fused_ || batch.seqs.empty() || conv_weight.rank() != 2 ||
+        !gdn_decode_fused_supported(dims.k_head_dim, dims.v_head_dim, dims.num_k_heads,
+                                    dims.num_v_heads, static_cast<int>(conv_weight.dim(1))))
+      return Tensor();
+    for (const BatchSequence& seq : batch.seqs)
+      if (seq.query_len != 1 || !seq.snapshot_slots.empty()) return Tensor();
+    const int64_t T = projected.rank() == 2 ? projected.dim(0) : -1;
+    const int64_t hk = dims.num_k_heads, hv = dims.num_v_heads;
+    const int64_t key_dim = hk * dims.k_head_dim, value_dim = hv * dims.v_head_dim;
+    const int64_t conv_dim = 2 * key_dim + value_dim, kernel = conv_weight.dim(1);
+    BF_CHECK(T == static_cast<int64_t>(batch.seqs.size()) &&
+                 projected.dim(1) == conv_dim + value_dim + 2 * hv,
+             op, ": projected must be [T=", batch.seqs.size(), ", ", conv_dim + value_dim + 2 * hv,
+             "], got ", shape_string(projected.shape()));
+    BF_CHECK(conv_weight.dim(0) == conv_dim && A_log.numel() == hv && dt_bias.numel() == hv &&
+                 norm_weight.numel() == dims.v_head_dim,
+             op, ": weights do not match the dims");
+    BF_CHECK(conv_state.dtype() == DType::kF32 && conv_state.rank() == 3 &&
+                 conv_state.dim(1) == conv_dim && conv_state.dim(2) == kernel - 1,
+             op, ": conv_state must be F32 [num_slots, ", conv_dim, ", ", kernel - 1, "], got ",
+             shape_string(conv_state.shape()));
+    BF_CHECK(recurrent_state.dtype() == DType::kF32 && recurrent_state.rank() == 4 &&
+                 recurrent_state.dim(1) == hv && recurrent_state.dim(2) == dims.k_head_dim &&
+                 recurrent_state.dim(3) == dims.v_head_dim,
+             op, ": recurrent_state must be F32 [num_slots, Hv, dk, dv], got ",
+             shape_string(recurrent_state.shape()));
+    check_slots(batch, std::min(conv_state.dim(0), recurrent_state.dim(0)), op);
+    Tensor out = alloc({T, value_dim}, act_);
+    GdnDecodeArgs a{};
+    a.projected = projected.raw();
+    a.proj_dt = dt_of(projected, op, "projected");
+    a.proj_cols = projected.dim(1);
+    a.conv_weight = conv_weight.raw();
+    a.conv_w_dt = dt_of(conv_weight, op, "conv_weight");
+    a.kernel = static_cast<int>(kernel);
+    a.A_log = A_log.raw();
+    a.A_log_dt = dt_of(A_log, op, "A_log");
+    a.dt_bias = dt_bias.raw();
+    a.dt_bias_dt = dt_of(dt_bias, op, "dt_bias");
+    a.norm_weight = norm_weight.raw();
+    a.norm_dt = dt_of(norm_weight, op, "norm_weight");
+    a.eps = eps;
+    a.hk = static_cast<int>(hk);
+    a.hv = static_cast<int>(hv);
+    a.key_dim = key_dim;
+    a.value_dim = value_dim;
+    a.conv_dim = conv_dim;
+    a.conv_state = conv_state.f32();
+    a.recurrent_state = recurrent_state.f32();
+    a.out = out.raw();
+    a.out_dt = dt_of(out, op, "out");
+    launch_gdn_decode_fused(a, device_batch(batch, T, op), ctx_.stream);
+    return out;
+  }
   void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& A_log, const Tensor& dt_bias,
                  Tensor& g, Tensor& beta) override {
     const char* op = "gdn_gates";
@@ -1437,6 +1500,7 @@ class CudaBackend final : public Backend {
   int skinny_config_ = -1;  // BLOCKFLASH_SKINNY_CONFIG: pinned configuration
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
+  bool gdn_fused_ = true;  // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops
   bool gemv_deep_ = false;   // deep configurations among those timed
   bool gemv_gated_ = false;  // swiglu_matmul folds the activation into the gemv
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)

@@ -110,6 +110,24 @@ struct DeltaArgs {
   int chunk_min_len = 1 << 30;
 };
 void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaStream_t s);
+
+// The Gated DeltaNet layer core for single-token decodes in one kernel (kernels_gdn_fused.cu):
+// conv1d + SiLU of the q|k|v columns of `projected` ([T, proj_cols], per row
+// [q | k | v | z | b | a]), the gates, the recurrent delta rule and the gated RMSNorm with z.
+// out: [T, hv * dv]. dk = dv = 128 and at most 8 value heads per key head.
+struct GdnDecodeArgs {
+  const void* projected; int proj_dt; int64_t proj_cols;
+  const void* conv_weight; int conv_w_dt; int kernel;  // [conv_dim, kernel]
+  const void* A_log; int A_log_dt; const void* dt_bias; int dt_bias_dt;
+  const void* norm_weight; int norm_dt; float eps;
+  int hk, hv;
+  int64_t key_dim, value_dim, conv_dim;                 // hk dk, hv dv, 2 key_dim + value_dim
+  float* conv_state;                                    // [num_slots, conv_dim, kernel - 1]
+  float* recurrent_state;                               // [num_slots, hv, dk, dv]
+  void* out; int out_dt;
+};
+bool gdn_decode_fused_supported(int dk, int dv, int hk, int hv, int kernel);
+void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaStream_t s);
 // Chunked form (kernels_delta_chunked.cu, mma.sync TF32, sm_80+): the sequences the recurrent
 // kernel skips; dk 16/32/64/128, any dv. scratch: f32, delta_chunked_scratch_floats(T, hv).
 void launch_delta_rule_chunked(const DeltaArgs& a, const DeviceBatch& b, float* scratch,
