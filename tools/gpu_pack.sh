@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 B=${BUILD:-build-cuda}
 D=${DEST:-.gpu}
 BINS=${BINS:-blockflash tests/test_cuda tests/test_backend tests/test_engine tests/bench_cuda}
-grep -qx "/$D/" .git/info/exclude || echo "/$D/" >> .git/info/exclude
+X="$(git rev-parse --git-common-dir)/info/exclude"  # works in a worktree too
+grep -qx "/$D/" "$X" || echo "/$D/" >> "$X"
 rm -rf "$D" && mkdir -p "$D/stage/bin" "$D/stage/lib"
 for bin in $BINS; do cp "$B/$bin" "$D/stage/bin/"; done
 for l in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpcre2-8.so.0 libutf8proc.so.2 \
