@@ -199,6 +199,19 @@ class Backend {
   virtual void moe_experts(const Tensor& x, const Tensor& router, const Tensor& gate_up,
                            const Tensor& down, int32_t top_k, Tensor& out) = 0;
 
+  // Optional fused form of Qwen3.5-MoE's whole sparse block for decode-sized batches:
+  // out = moe_experts(x, router, gate_up, down, top_k) + sigmoid(x · shared_gateᵀ) ·
+  // swiglu(x, shared_gate_up, shared_down), the shared expert's three tensors ([2Is, H],
+  // [H, Is], [1, H]) undefined when the model has none. Returns false, doing nothing, where the
+  // backend has no fused form for this batch (the default): the caller runs the separate ops.
+  virtual bool moe_block_decode(const Tensor& x, const Tensor& router, const Tensor& gate_up,
+                                const Tensor& down, int32_t top_k, const Tensor& shared_gate_up,
+                                const Tensor& shared_down, const Tensor& shared_gate, Tensor& out) {
+    (void)x, (void)router, (void)gate_up, (void)down, (void)top_k, (void)shared_gate_up,
+        (void)shared_down, (void)shared_gate, (void)out;
+    return false;
+  }
+
   // out[r, :] = x[r, begin : begin + out.dim(1)]. x: [rows, cols]; out: [rows, n].
   // Used to split packed projections (q|k|v after the conv, q|gate per head).
   virtual void slice_columns(const Tensor& x, int64_t begin, Tensor& out);

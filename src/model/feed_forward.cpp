@@ -73,6 +73,12 @@ void FeedForward::forward(Backend& be, const ModelConfig& c, const Tensor& x, Te
     swiglu(be, x, gate_up_proj, down_proj, out);
     return;
   }
+  const Tensor none;
+  if (be.moe_block_decode(x, router, experts_gate_up, experts_down, c.num_experts_per_tok,
+                          has_shared_expert ? gate_up_proj : none,
+                          has_shared_expert ? down_proj : none,
+                          has_shared_expert ? shared_expert_gate : none, out))
+    return;
   be.moe_experts(x, router, experts_gate_up, experts_down, c.num_experts_per_tok, out);
   if (!has_shared_expert) return;
   const int64_t T = x.dim(0);

@@ -335,6 +335,11 @@ TEST_F(CudaOps, GatedDeltaRule) {
 // kernels 4 and 3, sequences with and without a state; states compared too. Batches with a
 // multi-token sequence or verify snapshots are not its (undefined result, nothing written).
 TEST_F(CudaOps, GatedDeltaNetDecodeFused) {
+  // Forced on: by default the backend takes the fused kernel only for batches with enough
+  // (sequence, key head) blocks, and these are small.
+  setenv("BLOCKFLASH_GDN_FUSED", "1", 1);
+  auto fused = make_cuda_backend();
+  unsetenv("BLOCKFLASH_GDN_FUSED");
   for (auto [hk, hv, K] : {std::tuple{2, 6, 4}, {4, 4, 4}, {1, 4, 3}}) {
     SCOPED_TRACE(testing::Message() << "hk " << hk << " hv " << hv << " kernel " << K);
     const int dk = 128, dv = 128, slots = 6;
@@ -375,10 +380,9 @@ TEST_F(CudaOps, GatedDeltaNetDecodeFused) {
 
     Tensor gpu_conv = to_device(*gpu_, conv_state, DType::kF32);
     Tensor gpu_rec = to_device(*gpu_, rec_state, DType::kF32);
-    Tensor got = gpu_->gated_deltanet_decode(to_device(*gpu_, projected), gpu_->upload(conv_w),
-                                             gpu_->upload(A_log), gpu_->upload(dt_bias),
-                                             gpu_->upload(norm_w), 1e-6f, dims, batch, gpu_conv,
-                                             gpu_rec);
+    Tensor got = fused->gated_deltanet_decode(
+        to_device(*gpu_, projected), gpu_->upload(conv_w), gpu_->upload(A_log),
+        gpu_->upload(dt_bias), gpu_->upload(norm_w), 1e-6f, dims, batch, gpu_conv, gpu_rec);
     ASSERT_TRUE(got.defined());
     EXPECT_TRUE(close(host(got), want.reshape({T, value_dim}), 2e-2));
     EXPECT_TRUE(close(host(gpu_conv), cpu_conv, 1e-6));
@@ -387,12 +391,14 @@ TEST_F(CudaOps, GatedDeltaNetDecodeFused) {
     // Not its batches: a two-token sequence; verify snapshots.
     ForwardBatch prefill = make_batch({{2, 3, 0}, {1, 5, 1}}, 16, 64, rng_);
     Tensor proj2 = to_device(*gpu_, rand_bf16({3, conv_dim + value_dim + 2 * hv}, rng_));
-    EXPECT_FALSE(gpu_->gated_deltanet_decode(proj2, gpu_->upload(conv_w), gpu_->upload(A_log),
+    EXPECT_FALSE(fused
+                     ->gated_deltanet_decode(proj2, gpu_->upload(conv_w), gpu_->upload(A_log),
                                              gpu_->upload(dt_bias), gpu_->upload(norm_w), 1e-6f,
                                              dims, prefill, gpu_conv, gpu_rec)
                      .defined());
     batch.seqs[0].snapshot_slots = {5};
-    EXPECT_FALSE(gpu_->gated_deltanet_decode(to_device(*gpu_, projected), gpu_->upload(conv_w),
+    EXPECT_FALSE(fused
+                     ->gated_deltanet_decode(to_device(*gpu_, projected), gpu_->upload(conv_w),
                                              gpu_->upload(A_log), gpu_->upload(dt_bias),
                                              gpu_->upload(norm_w), 1e-6f, dims, batch, gpu_conv,
                                              gpu_rec)
@@ -568,6 +574,63 @@ TEST_F(CudaOps, MoeExperts) {
                       k, got);
     EXPECT_TRUE(close(host(got), want, 2e-2)) << T << " tokens, " << E << " experts, top " << k;
   }
+}
+
+TEST_F(CudaOps, MoeBlockDecodeFused) {
+  // The whole sparse block in the fused decode kernels against the CPU's separate ops: routed
+  // experts, then the shared expert scaled by sigmoid(gate · x) and added. Is = 0: no shared
+  // expert. Each case runs twice (the routing kernel's counter must be back at zero).
+  // Forced on up to the kernels' token limit (by default only the smallest batches take it).
+  setenv("BLOCKFLASH_MOE_FUSED", "1", 1);
+  auto fused = make_cuda_backend();
+  unsetenv("BLOCKFLASH_MOE_FUSED");
+  for (auto [T, E, k, H, I, Is] : {std::tuple{1, 64, 8, 256, 64, 64},
+                                   {5, 16, 4, 128, 96, 32},
+                                   {3, 300, 8, 64, 32, 48},
+                                   {8, 8, 2, 64, 32, 0},
+                                   {64, 16, 4, 128, 96, 96},
+                                   {2, 256, 8, 512, 64, 128}}) {
+    SCOPED_TRACE(testing::Message() << T << " tokens, " << E << " experts, top " << k << ", H " << H
+                                    << ", I " << I << ", shared " << Is);
+    Tensor x = rand_bf16({T, H}, rng_), router = rand_bf16({E, H}, rng_);
+    for (int64_t e : {E - 1, E / 2})  // tied router logits: the lower expert index first
+      std::copy(router.f32() + 3 * H, router.f32() + 4 * H, router.f32() + e * H);
+    Tensor gu = rand_bf16({E, 2 * I, H}, rng_, -0.2f, 0.2f),
+           dn = rand_bf16({E, H, I}, rng_, -0.2f, 0.2f);
+    Tensor want = Tensor::empty({T, H});
+    cpu_->moe_experts(x, router, gu, dn, k, want);
+    Tensor sgu, sdn, sg;
+    if (Is > 0) {
+      sgu = rand_bf16({2 * Is, H}, rng_, -0.2f, 0.2f);
+      sdn = rand_bf16({H, Is}, rng_, -0.2f, 0.2f);
+      sg = rand_bf16({1, H}, rng_);
+      Tensor gate_up = Tensor::empty({T, 2 * Is}), act = Tensor::empty({T, Is});
+      Tensor shared = Tensor::empty({T, H}), gate = Tensor::empty({T, 1});
+      cpu_->matmul(x, sgu, gate_up);
+      cpu_->silu_mul_packed(gate_up, act);
+      cpu_->matmul(act, sdn, shared);
+      cpu_->matmul(x, sg, gate);
+      cpu_->sigmoid_scale_rows(shared, gate);
+      cpu_->add(want, shared);
+    }
+    const Tensor dx = to_device(*gpu_, x), drouter = gpu_->upload(router);
+    const Tensor dgu = gpu_->upload(gu), ddn = gpu_->upload(dn);
+    const Tensor dsgu = Is > 0 ? gpu_->upload(sgu) : Tensor();
+    const Tensor dsdn = Is > 0 ? gpu_->upload(sdn) : Tensor();
+    const Tensor dsg = Is > 0 ? gpu_->upload(sg) : Tensor();
+    for (int round = 0; round < 2; ++round) {
+      Tensor got = poisoned(*gpu_, {T, H});
+      ASSERT_TRUE(fused->moe_block_decode(dx, drouter, dgu, ddn, k, dsgu, dsdn, dsg, got));
+      EXPECT_TRUE(close(host(got), want, 2e-2)) << "round " << round;
+    }
+  }
+  // Above the fused path's token limit: not fused, nothing written.
+  Tensor x = to_device(*gpu_, rand_bf16({65, 64}, rng_));
+  Tensor router = gpu_->upload(rand_bf16({8, 64}, rng_));
+  Tensor gu = gpu_->upload(rand_bf16({8, 64, 64}, rng_)),
+         dn = gpu_->upload(rand_bf16({8, 64, 32}, rng_));
+  Tensor out = gpu_->empty({65, 64});
+  EXPECT_FALSE(fused->moe_block_decode(x, router, gu, dn, 2, Tensor(), Tensor(), Tensor(), out));
 }
 
 TEST_F(CudaOps, RandomWeightMatchesHost) {

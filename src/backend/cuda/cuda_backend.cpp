@@ -275,7 +275,17 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
-    if (const char* e = std::getenv("BLOCKFLASH_GDN_FUSED")) gdn_fused_ = std::string(e) != "0";
+    // BLOCKFLASH_GDN_FUSED=0: never; =1: for every decode batch (tests); default: batches
+    // with enough blocks.
+    if (const char* e = std::getenv("BLOCKFLASH_GDN_FUSED")) {
+      gdn_fused_ = std::string(e) != "0";
+      gdn_fused_forced_ = std::string(e) == "1";
+    }
+    // BLOCKFLASH_MOE_FUSED=0: never; =1: up to the kernels' limit of tokens (tests).
+    if (const char* e = std::getenv("BLOCKFLASH_MOE_FUSED")) {
+      moe_fused_ = std::string(e) != "0";
+      moe_fused_forced_ = std::string(e) == "1";
+    }
     // Off by default: with both on, a 27B decode step measured slower (bench/NOTES.md), so
     // BLOCKFLASH_GEMV_DEEP=1 adds the deep configurations to the timing and
     // BLOCKFLASH_GEMV_GATED=1 folds the SwiGLU activation into the down gemv, for an A/B run.
@@ -924,6 +934,12 @@ class CudaBackend final : public Backend {
       return Tensor();
     for (const BatchSequence& seq : batch.seqs)
       if (seq.query_len != 1 || !seq.snapshot_slots.empty()) return Tensor();
+    // A block per (sequence, key head): with fewer blocks than half the SMs the separate
+    // kernels are faster (27B, 16 key heads, batch 1: 14.40 vs 14.76 ms per step; batch 8:
+    // 16.98 vs 16.25 the other way; bench/NOTES.md).
+    if (static_cast<int64_t>(batch.seqs.size()) * dims.num_k_heads * 2 < ctx_.caps.num_sms &&
+        !gdn_fused_forced_)
+      return Tensor();
     const int64_t T = projected.rank() == 2 ? projected.dim(0) : -1;
     const int64_t hk = dims.num_k_heads, hv = dims.num_v_heads;
     const int64_t key_dim = hk * dims.k_head_dim, value_dim = hv * dims.v_head_dim;
@@ -1218,6 +1234,7 @@ class CudaBackend final : public Backend {
 
   // --- MoE ---
   static constexpr int64_t kMoeGroupedMinTokens = 64;
+  static constexpr int64_t kMoeFusedMaxTokens = 4;
 
   // Many tokens: sort (token, k) pairs by expert on the host (one sync for the routing), gather
   // the rows, and run each expert's two projections as cuBLASLt GEMMs over its rows.
@@ -1264,6 +1281,82 @@ class CudaBackend final : public Backend {
     }
     launch_moe_combine(ys.raw(), dt_of(ys, "", ""), d_meta.i32() + N, weights.f32(), T, hidden,
                        top_k, out.raw(), dt_of(out, "", ""), ctx_.stream);
+  }
+
+  bool moe_block_decode(const Tensor& x, const Tensor& router, const Tensor& gate_up,
+                        const Tensor& down, int32_t top_k, const Tensor& shared_gate_up,
+                        const Tensor& shared_down, const Tensor& shared_gate,
+                        Tensor& out) override {
+    const char* op = "moe_block_decode";
+    // Measured on the H200 (35B-A3B shapes, bench/NOTES.md): batch 1 3.72 -> 3.20 ms per
+    // step, but batch 8 slower (7.07 -> 7.82: the router's warps walk the tokens in turn and
+    // each token re-reads the shared expert), so only the smallest batches take it.
+    if (!moe_fused_ || x.rank() != 2 || x.dim(0) == 0 ||
+        (x.dim(0) > kMoeFusedMaxTokens && !moe_fused_forced_))
+      return false;
+    const bool shared = shared_gate_up.defined();
+    for (const Tensor* t : {&x, &router, &gate_up, &down})
+      if (t->dtype() != DType::kBF16) return false;
+    if (shared && (shared_gate_up.dtype() != DType::kBF16 || shared_down.dtype() != DType::kBF16 ||
+                   shared_gate.dtype() != DType::kBF16))
+      return false;
+    const int64_t T = x.dim(0), hidden = x.dim(1);
+    BF_CHECK(router.rank() == 2 && router.dim(1) == hidden, op, ": router must be [E, H]");
+    const int64_t E = router.dim(0);
+    BF_CHECK(gate_up.rank() == 3 && gate_up.dim(0) == E && gate_up.dim(2) == hidden &&
+                 gate_up.dim(1) % 2 == 0,
+             op, ": gate_up must be [E, 2I, H], got ", shape_string(gate_up.shape()));
+    const int64_t inter = gate_up.dim(1) / 2;
+    BF_CHECK(down.rank() == 3 && down.dim(0) == E && down.dim(1) == hidden && down.dim(2) == inter,
+             op, ": down must be [E, H, I], got ", shape_string(down.shape()));
+    const int64_t shared_inter = shared ? shared_gate_up.dim(0) / 2 : 0;
+    if (shared)
+      BF_CHECK(shared_gate_up.rank() == 2 && shared_gate_up.dim(1) == hidden &&
+                   shared_down.rank() == 2 && shared_down.dim(0) == hidden &&
+                   shared_down.dim(1) == shared_inter && shared_gate.numel() == hidden,
+               op, ": shared expert must be [2Is, H], [H, Is], [1, H]");
+    check_numel(out, x.numel(), op, "out");
+    BF_CHECK(top_k >= 1 && top_k <= E, op, ": top_k ", top_k, " must be in [1, E=", E, "]");
+    MoeDecodeArgs a{};
+    a.x = static_cast<const __nv_bfloat16*>(x.raw());
+    a.tokens = T;
+    a.hidden = hidden;
+    a.router = static_cast<const __nv_bfloat16*>(router.raw());
+    a.gate_up = static_cast<const __nv_bfloat16*>(gate_up.raw());
+    a.down = static_cast<const __nv_bfloat16*>(down.raw());
+    a.experts = E;
+    a.inter = inter;
+    a.top_k = top_k;
+    if (shared) {
+      a.shared_gate_up = static_cast<const __nv_bfloat16*>(shared_gate_up.raw());
+      a.shared_down = static_cast<const __nv_bfloat16*>(shared_down.raw());
+      a.shared_gate = static_cast<const __nv_bfloat16*>(shared_gate.raw());
+      a.shared_inter = shared_inter;
+    }
+    if (!moe_decode_fused_supported(a)) return false;
+    // The routing kernel's completion counter: persistent, zero between launches. Made on an
+    // eager call (a graph's recording is preceded by one).
+    if (!moe_counter_.defined()) {
+      if (recording_ != nullptr) return false;
+      moe_counter_ = Tensor::adopt(ctx_.pool->allocate(16), {4}, DType::kI32, Device::kCUDA);
+      BF_CUDA_CHECK(cudaMemsetAsync(moe_counter_.raw(), 0, 16, ctx_.stream));
+    }
+    const int64_t slots = top_k + (shared ? 1 : 0);
+    const int64_t stride = (std::max(inter, shared_inter) + 3) / 4 * 4;
+    Tensor logits = alloc({T, E + 1}, DType::kF32);
+    Tensor ids = alloc({T, top_k}, DType::kI32);
+    Tensor weights = alloc({T, slots}, DType::kF32);
+    Tensor act = alloc({T, slots, stride}, DType::kF32);
+    a.logits = logits.f32();
+    a.ids = ids.i32();
+    a.weights = weights.f32();
+    a.act = act.f32();
+    a.act_stride = stride;
+    a.counter = static_cast<unsigned*>(moe_counter_.raw());
+    a.out = out.raw();
+    a.out_dt = dt_of(out, op, "out");
+    launch_moe_decode_fused(a, ctx_.stream);
+    return true;
   }
 
   void moe_experts(const Tensor& x, const Tensor& router, const Tensor& gate_up,
@@ -1455,6 +1548,10 @@ class CudaBackend final : public Backend {
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
   bool gdn_fused_ = true;  // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops
+  bool gdn_fused_forced_ = false;
+  bool moe_fused_ = true;    // BLOCKFLASH_MOE_FUSED=0: decode MoE blocks as separate ops
+  bool moe_fused_forced_ = false;
+  Tensor moe_counter_;       // moe_block_decode's routing counter (zero between launches)
   bool gemv_deep_ = false;   // deep configurations among those timed
   bool gemv_gated_ = false;  // swiglu_matmul folds the activation into the gemv
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)

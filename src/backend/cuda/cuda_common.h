@@ -67,4 +67,35 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 
 inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
+// Programmatic dependent launch (sm_90+; on unless BLOCKFLASH_PDL=0): a kernel launched with
+// launch_pdl may be scheduled while the kernel before it drains, so its launch latency and
+// block start-up overlap that kernel's tail (in CUDA graphs too). Such a kernel must call
+// pdl_wait() before it reads anything an earlier kernel wrote or writes anything an earlier
+// kernel reads; only loads of weights may come before it.
+bool pdl_enabled();
+#if defined(__CUDACC__)
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  // Everything before this grid is complete: the next kernel may start its own prologue.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+#endif
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  BF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+
 }  // namespace bf::cuda

@@ -225,6 +225,39 @@ void launch_moe_down(const float* act, const void* down, int w_dt, int64_t token
                      int64_t inter, int top_k, const int32_t* ids, const float* weights,
                      void* out, int out_dt, cudaStream_t s);
 
+// The fused decode path of the whole sparse MoE block (bf16 x and weights): router and
+// shared-gate logits, top-k routing, gate|up + SiLU for each (token, routed expert) and the
+// shared expert, then all down projections weighted by the routing weights (the shared one by
+// sigmoid(shared gate · x)) and summed into out. Three kernels, launched with PDL.
+constexpr int64_t kMoeDecodeMaxTokens = 64;
+struct MoeDecodeArgs {
+  const __nv_bfloat16* x;  // [T, H]
+  int64_t tokens, hidden;
+  const __nv_bfloat16* router;   // [E, H]
+  const __nv_bfloat16* gate_up;  // [E, 2I, H] (gate rows first)
+  const __nv_bfloat16* down;     // [E, H, I]
+  int64_t experts, inter;
+  int top_k;
+  // The shared expert (all null without one): [2Is, H], [H, Is], [1, H].
+  const __nv_bfloat16* shared_gate_up;
+  const __nv_bfloat16* shared_down;
+  const __nv_bfloat16* shared_gate;
+  int64_t shared_inter;
+  // Scratch (device): logits [T, E + 1]; ids [T, top_k]; weights [T, slots] (routing weights,
+  // then the shared expert's sigmoid gate); act [T, slots, act_stride >= max(I, Is)];
+  // counter: one zeroed unsigned, left zero.
+  float* logits;
+  int32_t* ids;
+  float* weights;
+  float* act;
+  int64_t act_stride;
+  unsigned* counter;
+  void* out;  // [T, H]
+  int out_dt;
+};
+bool moe_decode_fused_supported(const MoeDecodeArgs& a);
+void launch_moe_decode_fused(const MoeDecodeArgs& a, cudaStream_t s);
+
 // Grouped MoE helpers: act[r, :] = silu(gu[r, :I]) * gu[r, I:]; out[t] = Σ_k w · y[pos[t, k]].
 void launch_swiglu_packed(const void* gu, int gu_dt, int64_t rows, int64_t inter, void* act,
                           int act_dt, cudaStream_t s);

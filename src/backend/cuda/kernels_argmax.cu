@@ -14,6 +14,7 @@ __device__ __forceinline__ bool better(float v, int64_t i, float best_v, int64_t
 }
 
 __global__ void argmax_rows_kernel(const void* x, int dt, int64_t n, int32_t* out) {
+  pdl_wait();
   const int64_t row = blockIdx.x;
   float best_v = 0.0f;
   int64_t best_i = -1;
@@ -55,7 +56,7 @@ __global__ void argmax_rows_kernel(const void* x, int dt, int64_t n, int32_t* ou
 void launch_argmax_rows(const void* x, int dt, int64_t rows, int64_t n, int32_t* out,
                         cudaStream_t stream) {
   if (rows == 0) return;
-  argmax_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dt, n, out);
+  launch_pdl(argmax_rows_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, x, dt, n, out);
   BF_CUDA_LAUNCH_CHECK();
 }
 

@@ -16,6 +16,7 @@ namespace {
 __global__ void kv_write_kernel(const void* k, int k_dt, const void* v, int v_dt,
                                 const int32_t* slot_mapping, int64_t row, int64_t num_slots,
                                 void* ck, void* cv, int c_dt) {
+  pdl_wait();
   const int64_t t = blockIdx.x;
   const int64_t slot = slot_mapping[t];
   if (slot < 0 || slot >= num_slots) return;  // -1: padding (the host checks the range)
@@ -77,6 +78,7 @@ constexpr int kMaxG = 8;
 template <int HD, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_simt_kernel(AttnArgs a, DeviceBatch b) {
+  pdl_wait();
   constexpr int V = HD / 32;
   __shared__ float sm_m[kWarps][kMaxG], sm_l[kWarps][kMaxG];
   __shared__ float sm_acc[kWarps][kMaxG][HD];
@@ -216,6 +218,7 @@ constexpr int kCombineThreads = 128;
 static_assert(kCombineThreads >= kDecodeMaxSplits, "one thread per split's weight");
 __global__ void __launch_bounds__(kCombineThreads)
     attention_combine_kernel(AttnArgs a, DeviceBatch b, int num_tokens) {
+  pdl_wait();
   __shared__ float weight[kDecodeMaxSplits];
   __shared__ float scratch[32];
   const int t = blockIdx.x, h = blockIdx.y;
@@ -257,8 +260,8 @@ void launch_kv_write(const void* k, int k_dt, const void* v, int v_dt, const Dev
                      int64_t row, int64_t num_slots, void* cache_k, void* cache_v, int cache_dt,
                      cudaStream_t s) {
   if (b.num_tokens == 0) return;
-  kv_write_kernel<<<b.num_tokens, 128, 0, s>>>(k, k_dt, v, v_dt, b.slot_mapping, row, num_slots,
-                                               cache_k, cache_v, cache_dt);
+  launch_pdl(kv_write_kernel, b.num_tokens, 128, 0, s, k, k_dt, v, v_dt, b.slot_mapping, row,
+             num_slots, cache_k, cache_v, cache_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -269,9 +272,9 @@ void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t
   auto launch = [&](auto hd_tag) {
     constexpr int HD = decltype(hd_tag)::value;
     if (a.dt == kDtF32)
-      attention_simt_kernel<HD, float><<<grid, kWarps * 32, 0, s>>>(a, b);
+      launch_pdl(attention_simt_kernel<HD, float>, grid, kWarps * 32, 0, s, a, b);
     else
-      attention_simt_kernel<HD, __nv_bfloat16><<<grid, kWarps * 32, 0, s>>>(a, b);
+      launch_pdl(attention_simt_kernel<HD, __nv_bfloat16>, grid, kWarps * 32, 0, s, a, b);
   };
   switch (a.hd) {
     case 32: launch(std::integral_constant<int, 32>{}); break;
@@ -282,8 +285,8 @@ void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t
   }
   BF_CUDA_LAUNCH_CHECK();
   if (a.num_splits > 1) {
-    attention_combine_kernel<<<dim3(b.num_tokens, a.hq), kCombineThreads, 0, s>>>(a, b,
-                                                                                b.num_tokens);
+    launch_pdl(attention_combine_kernel, dim3(b.num_tokens, a.hq), kCombineThreads, 0, s, a, b,
+               b.num_tokens);
     BF_CUDA_LAUNCH_CHECK();
   }
 }

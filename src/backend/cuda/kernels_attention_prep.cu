@@ -15,6 +15,7 @@ constexpr int kPrepMaxHd = 256;  // elements per head a warp holds (8 per lane)
 // One warp per (token, head). Heads [0, hq) are query heads, [hq, hq + hkv) key heads (which
 // also copy their v row into the cache).
 __global__ void attention_prep_kernel(AttentionPrepArgs a, DeviceBatch b) {
+  pdl_wait();
   __shared__ float rows[kPrepWarps][kPrepMaxHd];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t t = blockIdx.x;
@@ -80,7 +81,7 @@ void launch_attention_prep(const AttentionPrepArgs& a, const DeviceBatch& b, cud
   BF_CHECK(a.hd <= kPrepMaxHd && a.hd % 2 == 0, "prepare_attention_inputs: head_dim ", a.hd,
            " not supported (even, at most ", kPrepMaxHd, ")");
   const dim3 grid(b.num_tokens, ceil_div(a.hq + a.hkv, kPrepWarps));
-  attention_prep_kernel<<<grid, kPrepWarps * 32, 0, s>>>(a, b);
+  launch_pdl(attention_prep_kernel, grid, kPrepWarps * 32, 0, s, a, b);
   BF_CUDA_LAUNCH_CHECK();
 }
 

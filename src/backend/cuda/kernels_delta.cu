@@ -17,6 +17,7 @@ constexpr int kWarpsPerBlock = 4;
 template <int DK>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
+  pdl_wait();
   constexpr int KPL = (DK + 31) / 32;  // q/k elements per lane
   __shared__ float qk_s[kWarpsPerBlock][2][DK];
   const SeqInfo seq = b.seqs[blockIdx.x];
@@ -114,10 +115,18 @@ void launch_delta_rule_recurrent(const DeltaArgs& a, const DeviceBatch& b, cudaS
   dim3 grid(b.num_seqs, a.hv, (col_groups + kWarpsPerBlock - 1) / kWarpsPerBlock);
   const int threads = kWarpsPerBlock * 32;
   switch (a.dk) {
-    case 16: delta_recurrent_kernel<16><<<grid, threads, 0, s>>>(a, b); break;
-    case 32: delta_recurrent_kernel<32><<<grid, threads, 0, s>>>(a, b); break;
-    case 64: delta_recurrent_kernel<64><<<grid, threads, 0, s>>>(a, b); break;
-    case 128: delta_recurrent_kernel<128><<<grid, threads, 0, s>>>(a, b); break;
+    case 16:
+      launch_pdl(delta_recurrent_kernel<16>, grid, threads, 0, s, a, b);
+      break;
+    case 32:
+      launch_pdl(delta_recurrent_kernel<32>, grid, threads, 0, s, a, b);
+      break;
+    case 64:
+      launch_pdl(delta_recurrent_kernel<64>, grid, threads, 0, s, a, b);
+      break;
+    case 128:
+      launch_pdl(delta_recurrent_kernel<128>, grid, threads, 0, s, a, b);
+      break;
     default: fail("gated_delta_rule: k_head_dim ", a.dk, " not supported on CUDA (16/32/64/128)");
   }
   BF_CUDA_LAUNCH_CHECK();

@@ -8,6 +8,7 @@ namespace {
 
 __global__ void embedding_kernel(const int32_t* ids, const void* table, int table_dt,
                                  int64_t hidden, void* out, int out_dt) {
+  pdl_wait();
   const int64_t row = blockIdx.x;
   const int64_t src = static_cast<int64_t>(ids[row]) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
@@ -17,6 +18,7 @@ __global__ void embedding_kernel(const int32_t* ids, const void* table, int tabl
 __global__ void rms_norm_kernel(const void* x, int x_dt, void* residual, int res_dt,
                                 const void* w, int w_dt, int64_t dim, float eps, bool one_centered,
                                 void* out, int out_dt) {
+  pdl_wait();
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   float sum_sq = 0.0f;
@@ -52,6 +54,7 @@ template <int kChunks>
 __global__ void rms_norm_bf16_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual,
                                      const void* w, int w_dt, int64_t dim, float eps,
                                      bool one_centered, __nv_bfloat16* out) {
+  pdl_wait();
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   const int chunks = static_cast<int>(dim / 8);
@@ -101,6 +104,7 @@ __global__ void rms_norm_bf16_kernel(const __nv_bfloat16* x, __nv_bfloat16* resi
 __global__ void gated_rms_norm_kernel(const void* o, int o_dt, const void* z, int z_dt,
                                       const void* w, int w_dt, int64_t dim, float eps, void* out,
                                       int out_dt) {
+  pdl_wait();
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   float sum_sq = 0.0f;
@@ -118,6 +122,7 @@ __global__ void gated_rms_norm_kernel(const void* o, int o_dt, const void* z, in
 // One block per token; threads over (head, pair).
 __global__ void rope_kernel(void* x, int dt, const int32_t* positions, int64_t heads,
                             int64_t head_dim, int32_t rotary_dim, float theta) {
+  pdl_wait();
   const int64_t t = blockIdx.x;
   const int32_t half = rotary_dim / 2;
   const float pos = static_cast<float>(positions[t]);
@@ -138,6 +143,7 @@ __global__ void rope_kernel(void* x, int dt, const int32_t* positions, int64_t h
 
 __global__ void binary_kernel(int op, const void* a, int a_dt, const void* b, int b_dt, void* out,
                               int out_dt, int64_t n) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float x = ld(a, a_dt, i), y = ld(b, b_dt, i);
@@ -154,6 +160,7 @@ __global__ void binary_kernel(int op, const void* a, int a_dt, const void* b, in
 
 __global__ void slice_columns_kernel(const void* x, int x_dt, int64_t cols, int64_t begin,
                                      int64_t width, void* out, int out_dt) {
+  pdl_wait();
   const int64_t r = blockIdx.x;
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
     st(out, out_dt, r * width + i, ld(x, x_dt, r * cols + begin + i));
@@ -161,6 +168,7 @@ __global__ void slice_columns_kernel(const void* x, int x_dt, int64_t cols, int6
 
 __global__ void sigmoid_scale_rows_kernel(void* x, int x_dt, int64_t cols, const void* gate,
                                           int gate_dt) {
+  pdl_wait();
   const int64_t r = blockIdx.x;
   const float scale = sigmoidf_(ld(gate, gate_dt, r));
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x)
@@ -178,7 +186,8 @@ int row_threads(int64_t dim) {
 void launch_embedding(const int32_t* ids, int64_t n, const void* table, int table_dt,
                       int64_t vocab, int64_t hidden, void* out, int out_dt, cudaStream_t s) {
   if (n == 0) return;
-  embedding_kernel<<<n, row_threads(hidden), 0, s>>>(ids, table, table_dt, hidden, out, out_dt);
+  launch_pdl(embedding_kernel, n, row_threads(hidden), 0, s, ids, table, table_dt, hidden, out,
+             out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -199,14 +208,17 @@ void launch_rms_norm(const void* x, int x_dt, void* residual, int res_dt, const 
     auto* rb = static_cast<__nv_bfloat16*>(residual);
     auto* ob = static_cast<__nv_bfloat16*>(out);
     if (per_thread == 1)
-      rms_norm_bf16_kernel<1><<<rows, threads, 0, s>>>(xb, rb, w, w_dt, dim, eps, one_centered, ob);
+      launch_pdl(rms_norm_bf16_kernel<1>, rows, threads, 0, s, xb, rb, w, w_dt, dim, eps,
+                 one_centered, ob);
     else if (per_thread == 2)
-      rms_norm_bf16_kernel<2><<<rows, threads, 0, s>>>(xb, rb, w, w_dt, dim, eps, one_centered, ob);
+      launch_pdl(rms_norm_bf16_kernel<2>, rows, threads, 0, s, xb, rb, w, w_dt, dim, eps,
+                 one_centered, ob);
     else
-      rms_norm_bf16_kernel<4><<<rows, threads, 0, s>>>(xb, rb, w, w_dt, dim, eps, one_centered, ob);
+      launch_pdl(rms_norm_bf16_kernel<4>, rows, threads, 0, s, xb, rb, w, w_dt, dim, eps,
+                 one_centered, ob);
   } else {
-    rms_norm_kernel<<<rows, row_threads(dim), 0, s>>>(x, x_dt, residual, res_dt, w, w_dt, dim,
-                                                      eps, one_centered, out, out_dt);
+    launch_pdl(rms_norm_kernel, rows, row_threads(dim), 0, s, x, x_dt, residual, res_dt, w, w_dt,
+               dim, eps, one_centered, out, out_dt);
   }
   BF_CUDA_LAUNCH_CHECK();
 }
@@ -215,16 +227,16 @@ void launch_gated_rms_norm(const void* o, int o_dt, const void* z, int z_dt, con
                            int w_dt, int64_t rows, int64_t dim, float eps, void* out, int out_dt,
                            cudaStream_t s) {
   if (rows == 0) return;
-  gated_rms_norm_kernel<<<rows, row_threads(dim), 0, s>>>(o, o_dt, z, z_dt, w, w_dt, dim, eps,
-                                                          out, out_dt);
+  launch_pdl(gated_rms_norm_kernel, rows, row_threads(dim), 0, s, o, o_dt, z, z_dt, w, w_dt, dim,
+             eps, out, out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
 void launch_rope(void* x, int dt, const int32_t* positions, int64_t tokens, int64_t heads,
                  int64_t head_dim, int32_t rotary_dim, float theta, cudaStream_t s) {
   if (tokens == 0) return;
-  rope_kernel<<<tokens, row_threads(heads * (rotary_dim / 2)), 0, s>>>(x, dt, positions, heads,
-                                                                       head_dim, rotary_dim, theta);
+  launch_pdl(rope_kernel, tokens, row_threads(heads * (rotary_dim / 2)), 0, s, x, dt, positions,
+             heads, head_dim, rotary_dim, theta);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -233,22 +245,23 @@ void launch_binary(int op, const void* a, int a_dt, const void* b, int b_dt, voi
   if (n == 0) return;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 65536));
-  binary_kernel<<<blocks, threads, 0, s>>>(op, a, a_dt, b, b_dt, out, out_dt, n);
+  launch_pdl(binary_kernel, blocks, threads, 0, s, op, a, a_dt, b, b_dt, out, out_dt, n);
   BF_CUDA_LAUNCH_CHECK();
 }
 
 void launch_slice_columns(const void* x, int x_dt, int64_t rows, int64_t cols, int64_t begin,
                           int64_t width, void* out, int out_dt, cudaStream_t s) {
   if (rows == 0 || width == 0) return;
-  slice_columns_kernel<<<rows, row_threads(width), 0, s>>>(x, x_dt, cols, begin, width, out,
-                                                           out_dt);
+  launch_pdl(slice_columns_kernel, rows, row_threads(width), 0, s, x, x_dt, cols, begin, width, out,
+             out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
 void launch_sigmoid_scale_rows(void* x, int x_dt, int64_t rows, int64_t cols, const void* gate,
                                int gate_dt, cudaStream_t s) {
   if (rows == 0) return;
-  sigmoid_scale_rows_kernel<<<rows, row_threads(cols), 0, s>>>(x, x_dt, cols, gate, gate_dt);
+  launch_pdl(sigmoid_scale_rows_kernel, rows, row_threads(cols), 0, s, x, x_dt, cols, gate,
+             gate_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -257,6 +270,7 @@ void launch_sigmoid_scale_rows(void* x, int x_dt, int64_t rows, int64_t cols, co
 namespace bf::cuda {
 namespace {
 __global__ void fill_uniform_kernel(void* p, int dt, int64_t n, float scale, uint64_t seed) {
+  pdl_wait();
   // The same values as Backend::random_weight on the host: splitmix64 of (seed, index).
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -275,7 +289,7 @@ __global__ void fill_uniform_kernel(void* p, int dt, int64_t n, float scale, uin
 void launch_fill_uniform(void* p, int dt, int64_t n, float scale, uint64_t seed, cudaStream_t s) {
   if (n == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
-  fill_uniform_kernel<<<blocks, 256, 0, s>>>(p, dt, n, scale, seed);
+  launch_pdl(fill_uniform_kernel, blocks, 256, 0, s, p, dt, n, scale, seed);
   BF_CUDA_LAUNCH_CHECK();
 }
 }  // namespace bf::cuda
@@ -285,6 +299,7 @@ namespace {
 // 8 warps per block; warp -> out[r, c].
 __global__ void matmul_simt_kernel(const void* x, int x_dt, const void* w, int w_dt, void* out,
                                    int out_dt, int64_t m, int64_t n, int64_t k) {
+  pdl_wait();
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * 8 + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (idx >= m * n) return;
@@ -299,7 +314,8 @@ __global__ void matmul_simt_kernel(const void* x, int x_dt, const void* w, int w
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,
                         int64_t m, int64_t n, int64_t k, cudaStream_t s) {
   if (m * n == 0) return;
-  matmul_simt_kernel<<<ceil_div(m * n, 8), 256, 0, s>>>(x, x_dt, w, w_dt, out, out_dt, m, n, k);
+  launch_pdl(matmul_simt_kernel, ceil_div(m * n, 8), 256, 0, s, x, x_dt, w, w_dt, out, out_dt, m, n,
+             k);
   BF_CUDA_LAUNCH_CHECK();
 }
 }  // namespace bf::cuda

@@ -11,6 +11,7 @@ constexpr int kMaxKernel = 8;
 
 __global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, int64_t conv_dim,
                               int kernel, DeviceBatch b, float* state, void* out, int out_dt) {
+  pdl_wait();
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const SeqInfo seq = b.seqs[blockIdx.y];
   if (c >= conv_dim || seq.query_len == 0) return;
@@ -42,6 +43,7 @@ __global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, 
 __global__ void gates_kernel(const void* a, int a_dt, const void* bb, int b_dt, const void* A_log,
                              int A_dt, const void* dt_bias, int dtb_dt, int64_t n, int64_t hv,
                              void* g, int g_dt, void* beta, int beta_dt) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t h = i % hv;
@@ -62,8 +64,8 @@ void launch_causal_conv1d(const void* x, int x_dt, const void* w, int w_dt, int6
            " not supported (at most ", kMaxKernel, ")");
   if (b.num_seqs == 0) return;
   dim3 grid(ceil_div(conv_dim, 128), b.num_seqs);
-  conv1d_kernel<<<grid, 128, 0, s>>>(x, x_dt, w, w_dt, conv_dim, static_cast<int>(kernel), b,
-                                     conv_state, out, out_dt);
+  launch_pdl(conv1d_kernel, grid, 128, 0, s, x, x_dt, w, w_dt, conv_dim, static_cast<int>(kernel),
+             b, conv_state, out, out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -73,8 +75,8 @@ void launch_gdn_gates(const void* a, int a_dt, const void* bb, int b_dt, const v
   const int64_t n = tokens * hv;
   if (n == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 65536));
-  gates_kernel<<<blocks, 256, 0, s>>>(a, a_dt, bb, b_dt, A_log, A_dt, dt_bias, dtb_dt, n, hv, g,
-                                      g_dt, beta, beta_dt);
+  launch_pdl(gates_kernel, blocks, 256, 0, s, a, a_dt, bb, b_dt, A_log, A_dt, dt_bias, dtb_dt, n,
+             hv, g, g_dt, beta, beta_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 

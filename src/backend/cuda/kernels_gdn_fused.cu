@@ -21,6 +21,7 @@ constexpr int kMaxKernel = 8;   // conv taps
 
 __global__ void __launch_bounds__(128)
     gdn_decode_fused_kernel(GdnDecodeArgs a, DeviceBatch b) {
+  pdl_wait();
   __shared__ float s_q[kDk], s_k[kDk], s_v[kMaxGroup][kDv];
   __shared__ float s_sq[kMaxGroup][4];
   const SeqInfo seq = b.seqs[blockIdx.x];
@@ -139,7 +140,7 @@ void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaS
   BF_CHECK(gdn_decode_fused_supported(kDk, kDv, a.hk, a.hv, a.kernel),
            "gdn decode (fused): unsupported shape");
   if (b.num_seqs == 0) return;
-  gdn_decode_fused_kernel<<<dim3(b.num_seqs, a.hk), 128, 0, s>>>(a, b);
+  launch_pdl(gdn_decode_fused_kernel, dim3(b.num_seqs, a.hk), 128, 0, s, a, b);
   BF_CUDA_LAUNCH_CHECK();
 }
 

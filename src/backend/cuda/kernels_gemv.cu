@@ -96,11 +96,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   // with programmatic dependent launch, this block may start while that kernel drains): w is
   // a weight, never written by the kernel just before. x is read and out written only after.
   load_w(begin + lane * 8);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  // Everything before this grid is complete: the next gemv may start its w loads.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
+  pdl_wait();
   for (int64_t c0 = begin + lane * 8; c0 < end; c0 += 256 * U) {
     if (c0 != begin + lane * 8) load_w(c0);
 #pragma unroll
@@ -152,40 +148,15 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Programmatic dependent launch (sm_90+): on unless BLOCKFLASH_GEMV_PDL=0.
-bool pdl_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("BLOCKFLASH_GEMV_PDL");
-    if (e != nullptr && std::string(e) == "0") return false;
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return major >= 9;
-  }();
-  return on;
-}
-
 template <int M, int R, bool Deep, bool Gated>
 void launch_mr(const void* x, const void* w, void* out, int out_dt, int64_t n, int64_t k,
                int splits, cudaStream_t s) {
   const int groups = kWarps / splits;
   const int64_t slice = ((k + splits - 1) / splits + 7) / 8 * 8;
   const int blocks = ceil_div(ceil_div(n, R), groups);
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  BF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_kernel<M, R, Deep, Gated>, static_cast<const __nv_bfloat16*>(x),
-                                   static_cast<const __nv_bfloat16*>(w), out, out_dt, n, k,
-                                   splits, slice));
+  launch_pdl(gemv_kernel<M, R, Deep, Gated>, dim3(blocks), dim3(kWarps * 32), 0, s,
+             static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w), out,
+             out_dt, n, k, splits, slice);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -219,6 +190,21 @@ void launch_any_m(const void* x, const void* w, void* out, int out_dt, int64_t m
 }
 
 }  // namespace
+
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("BLOCKFLASH_PDL");
+    if (e != nullptr && std::string(e) == "0") return false;
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return on;
+}
 
 bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w, int /*max_smem*/) {
   return m >= 1 && m <= 8 && k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&

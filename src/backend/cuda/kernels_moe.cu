@@ -3,6 +3,7 @@
 // token's chosen experts (gate|up with SiLU, then the weighted sum of the down projections;
 // bf16 weights take vectorised forms of both). Reads only the chosen experts: right for
 // decode. Many tokens take the grouped path below (rows sorted by expert, one GEMM each).
+#include <algorithm>
 #include <cfloat>
 
 #include "backend/cuda/cuda_common.h"
@@ -15,21 +16,19 @@ constexpr int kMaxTopK = 32;
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 constexpr int kMaxExperts = 1024;
 
-// One warp per token: lane l holds the logits of experts l, l + 32, ... in registers (read
-// once); k rounds of a warp argmax (ties to the lower index), each removing its winner.
-__global__ void route_kernel(const float* logits, int64_t tokens, int64_t experts, int top_k,
-                             int32_t* ids, float* weights) {
+// One warp routes one token: lane l holds the logits of experts l, l + 32, ... in registers
+// (read once, from L2: they may come from another block of the same kernel); k rounds of a
+// warp argmax (ties to the lower index), each removing its winner.
+__device__ void route_token(const float* p, int64_t experts, int top_k, int32_t* ids,
+                            float* weights) {
   constexpr int kPerLane = kMaxExperts / 32;
-  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (t >= tokens) return;
-  const float* p = logits + t * experts;
   float v[kPerLane];
   float mx = -FLT_MAX;
 #pragma unroll
   for (int w = 0; w < kPerLane; ++w) {
     const int64_t e = lane + 32 * w;
-    v[w] = e < experts ? p[e] : -FLT_MAX;
+    v[w] = e < experts ? __ldcg(p + e) : -FLT_MAX;
     mx = fmaxf(mx, v[w]);
   }
   mx = warp_max(mx);
@@ -70,15 +69,24 @@ __global__ void route_kernel(const float* logits, int64_t tokens, int64_t expert
   }
   if (lane == 0)
     for (int k = 0; k < top_k; ++k) {
-      ids[t * top_k + k] = chosen[k];
-      weights[t * top_k + k] = prob[k] / top_sum;
+      ids[k] = chosen[k];
+      weights[k] = prob[k] / top_sum;
     }
+}
+
+__global__ void route_kernel(const float* logits, int64_t tokens, int64_t experts, int top_k,
+                             int32_t* ids, float* weights) {
+  pdl_wait();
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+  if (t >= tokens) return;
+  route_token(logits + t * experts, experts, top_k, ids + t * top_k, weights + t * top_k);
 }
 
 // grid (ceil(I / 8), T * top_k), 8 warps: warp -> one row r of the intermediate.
 __global__ void gate_up_kernel(const void* x, int x_dt, const void* gate_up, int w_dt,
                                int64_t hidden, int64_t inter, int top_k, const int32_t* ids,
                                float* act) {
+  pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
   const int64_t pair = blockIdx.y;  // t * top_k + k
@@ -102,6 +110,7 @@ __global__ void gate_up_kernel(const void* x, int x_dt, const void* gate_up, int
 __global__ void down_kernel(const float* act, const void* down, int w_dt, int64_t hidden,
                             int64_t inter, int top_k, const int32_t* ids, const float* weights,
                             void* out, int out_dt) {
+  pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 8 + warp;
   const int64_t t = blockIdx.y;
@@ -135,6 +144,7 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
 __global__ void gate_up_bf16_kernel(const __nv_bfloat16* x, const __nv_bfloat16* gate_up,
                                     int64_t hidden, int64_t inter, int top_k, const int32_t* ids,
                                     float* act) {
+  pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
   const int64_t pair = blockIdx.y;  // t * top_k + k
@@ -162,6 +172,7 @@ __global__ void gate_up_bf16_kernel(const __nv_bfloat16* x, const __nv_bfloat16*
 __global__ void down_bf16_kernel(const float* act, const __nv_bfloat16* down, int64_t hidden,
                                  int64_t inter, int top_k, const int32_t* ids,
                                  const float* weights, void* out, int out_dt) {
+  pdl_wait();
   __shared__ int32_t s_ids[kMaxTopK];
   __shared__ float s_w[kMaxTopK];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -202,7 +213,8 @@ void launch_moe_route(const float* logits, int64_t tokens, int64_t experts, int 
   BF_CHECK(top_k <= kMaxTopK, "moe: top_k ", top_k, " above ", kMaxTopK);
   BF_CHECK(experts <= kMaxExperts, "moe: ", experts, " experts, at most ", kMaxExperts);
   if (tokens == 0) return;
-  route_kernel<<<ceil_div(tokens, 4), 128, 0, s>>>(logits, tokens, experts, top_k, ids, weights);
+  launch_pdl(route_kernel, ceil_div(tokens, 4), 128, 0, s, logits, tokens, experts, top_k, ids,
+             weights);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -212,11 +224,11 @@ void launch_moe_gate_up(const void* x, int x_dt, const void* gate_up, int w_dt, 
   if (tokens == 0) return;
   dim3 grid(ceil_div(inter, 8), tokens * top_k);
   if (x_dt == kDtBF16 && w_dt == kDtBF16 && hidden % 8 == 0 && aligned16(x) && aligned16(gate_up))
-    gate_up_bf16_kernel<<<grid, 256, 0, s>>>(static_cast<const __nv_bfloat16*>(x),
-                                             static_cast<const __nv_bfloat16*>(gate_up), hidden,
-                                             inter, top_k, ids, act);
+    launch_pdl(gate_up_bf16_kernel, grid, 256, 0, s, static_cast<const __nv_bfloat16*>(x),
+               static_cast<const __nv_bfloat16*>(gate_up), hidden, inter, top_k, ids, act);
   else
-    gate_up_kernel<<<grid, 256, 0, s>>>(x, x_dt, gate_up, w_dt, hidden, inter, top_k, ids, act);
+    launch_pdl(gate_up_kernel, grid, 256, 0, s, x, x_dt, gate_up, w_dt, hidden, inter, top_k, ids,
+               act);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -226,11 +238,11 @@ void launch_moe_down(const float* act, const void* down, int w_dt, int64_t token
   if (tokens == 0) return;
   dim3 grid(ceil_div(hidden, 8), tokens);
   if (w_dt == kDtBF16 && inter % 8 == 0 && aligned16(down) && aligned16(act))
-    down_bf16_kernel<<<grid, 256, 0, s>>>(act, static_cast<const __nv_bfloat16*>(down), hidden,
-                                          inter, top_k, ids, weights, out, out_dt);
+    launch_pdl(down_bf16_kernel, grid, 256, 0, s, act, static_cast<const __nv_bfloat16*>(down),
+               hidden, inter, top_k, ids, weights, out, out_dt);
   else
-    down_kernel<<<grid, 256, 0, s>>>(act, down, w_dt, hidden, inter, top_k, ids, weights, out,
-                                     out_dt);
+    launch_pdl(down_kernel, grid, 256, 0, s, act, down, w_dt, hidden, inter, top_k, ids, weights,
+               out, out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -241,6 +253,7 @@ namespace bf::cuda {
 namespace {
 __global__ void swiglu_packed_kernel(const void* gu, int gu_dt, int64_t rows, int64_t inter,
                                      void* act, int act_dt) {
+  pdl_wait();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * inter;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / inter, j = i % inter;
@@ -250,6 +263,7 @@ __global__ void swiglu_packed_kernel(const void* gu, int gu_dt, int64_t rows, in
 // out[t, c] = Σ_k w[t, k] · y[pos[t, k], c], k in order.
 __global__ void moe_combine_kernel(const void* y, int y_dt, const int32_t* pos, const float* w,
                                    int64_t hidden, int top_k, void* out, int out_dt) {
+  pdl_wait();
   const int64_t t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
     float acc = 0.0f;
@@ -264,7 +278,7 @@ void launch_swiglu_packed(const void* gu, int gu_dt, int64_t rows, int64_t inter
                           int act_dt, cudaStream_t s) {
   if (rows * inter == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>((rows * inter + 255) / 256, 65536));
-  swiglu_packed_kernel<<<blocks, 256, 0, s>>>(gu, gu_dt, rows, inter, act, act_dt);
+  launch_pdl(swiglu_packed_kernel, blocks, 256, 0, s, gu, gu_dt, rows, inter, act, act_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
@@ -272,7 +286,186 @@ void launch_moe_combine(const void* y, int y_dt, const int32_t* pos, const float
                         int64_t tokens, int64_t hidden, int top_k, void* out, int out_dt,
                         cudaStream_t s) {
   if (tokens == 0) return;
-  moe_combine_kernel<<<tokens, 256, 0, s>>>(y, y_dt, pos, w, hidden, top_k, out, out_dt);
+  launch_pdl(moe_combine_kernel, tokens, 256, 0, s, y, y_dt, pos, w, hidden, top_k, out, out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
+}  // namespace bf::cuda
+
+// --- fused decode path (few tokens, bf16): the sparse MoE block in three kernels ---
+// Unfused, a decode step's MoE block was ten kernels (router, routing, experts' gate|up and
+// down, the shared expert's gate|up, activation and down, its gate, sigmoid scaling, the add);
+// at batch 1 each moves little data, so their fixed costs dominated. Here: (1) router and
+// shared-gate logits, routed by the last block; (2) gate|up with the activation for every
+// (token, routed expert) and the shared expert; (3) all down projections, weighted, summed.
+namespace bf::cuda {
+namespace {
+
+__device__ __forceinline__ int moe_slots(const MoeDecodeArgs& a) {
+  return a.top_k + (a.shared_gate_up != nullptr ? 1 : 0);
+}
+
+// grid ceil((E + 1) / 8): a warp per logit row (rows E: the shared gate) for every token.
+__global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t rows = a.experts + (a.shared_gate != nullptr ? 1 : 0);
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  const int64_t chunks = a.hidden / 8;
+  pdl_wait();
+  if (r < rows) {
+    const uint4* w =
+        reinterpret_cast<const uint4*>(r < a.experts ? a.router + r * a.hidden : a.shared_gate);
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      const uint4* x = reinterpret_cast<const uint4*>(a.x + t * a.hidden);
+      float acc = 0.0f;
+#pragma unroll 4
+      for (int64_t c = lane; c < chunks; c += 32) acc += dot8(__ldg(x + c), __ldg(w + c));
+      acc = warp_sum<32>(acc);
+      if (lane == 0) a.logits[t * rows + r] = acc;
+    }
+  }
+  // The last block to finish sees every logit (fence, then the counter) and routes.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(a.counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int slots = moe_slots(a);
+  for (int64_t t = warp; t < a.tokens; t += 8) {
+    route_token(a.logits + t * rows, a.experts, a.top_k, a.ids + t * a.top_k,
+                a.weights + t * slots);
+    if (a.shared_gate != nullptr && lane == 0)
+      a.weights[t * slots + a.top_k] = sigmoidf_(__ldcg(a.logits + t * rows + a.experts));
+  }
+  if (threadIdx.x == 0) *a.counter = 0;  // ready for the next launch (and graph replay)
+}
+
+// grid (ceil(max(I, Is) / 8), T * slots): a warp per intermediate row r of one (token, slot);
+// slot k < top_k is the token's k-th routed expert, slot top_k the shared expert.
+__global__ void __launch_bounds__(256) moe_gate_up_fused_kernel(MoeDecodeArgs a) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int slots = moe_slots(a);
+  const int64_t t = blockIdx.y / slots;
+  const int j = static_cast<int>(blockIdx.y % slots);
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  const bool shared = j == a.top_k;
+  const int64_t inter = shared ? a.shared_inter : a.inter;
+  pdl_wait();
+  if (r >= inter) return;
+  const __nv_bfloat16* base =
+      shared ? a.shared_gate_up
+             : a.gate_up + static_cast<int64_t>(a.ids[t * a.top_k + j]) * 2 * a.inter * a.hidden;
+  const uint4* wg = reinterpret_cast<const uint4*>(base + r * a.hidden);
+  const uint4* wu = reinterpret_cast<const uint4*>(base + (inter + r) * a.hidden);
+  const uint4* xv = reinterpret_cast<const uint4*>(a.x + t * a.hidden);
+  float g = 0.0f, u = 0.0f;
+  const int64_t chunks = a.hidden / 8;
+#pragma unroll 4
+  for (int64_t c = lane; c < chunks; c += 32) {
+    const uint4 xc = __ldg(xv + c);
+    g += dot8(xc, __ldg(wg + c));
+    u += dot8(xc, __ldg(wu + c));
+  }
+  g = warp_sum<32>(g);
+  u = warp_sum<32>(u);
+  if (lane == 0) a.act[(t * slots + j) * a.act_stride + r] = siluf_(g) * u;
+}
+
+__device__ __forceinline__ float dot8_f32(const float* a, const uint4& w) {
+  const float4 a0 = *reinterpret_cast<const float4*>(a);
+  const float4 a1 = *reinterpret_cast<const float4*>(a + 4);
+  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
+  const float2 w0 = __bfloat1622float2(w2[0]), w1 = __bfloat1622float2(w2[1]);
+  const float2 w2f = __bfloat1622float2(w2[2]), w3 = __bfloat1622float2(w2[3]);
+  return a0.x * w0.x + a0.y * w0.y + a0.z * w1.x + a0.w * w1.y + a1.x * w2f.x + a1.y * w2f.y +
+         a1.z * w3.x + a1.w * w3.y;
+}
+
+// grid (ceil(H / 8), T): a warp per output column c of one token. Its lanes walk the
+// (slot, 8-row chunk) pairs of all slots as one list, kLoads 16-byte weight loads in flight
+// per lane (the routed slots first, in order, then the shared expert).
+__global__ void __launch_bounds__(256) moe_down_fused_kernel(MoeDecodeArgs a) {
+  constexpr int kLoads = 8;
+  __shared__ int32_t s_ids[kMaxTopK];
+  __shared__ float s_w[kMaxTopK + 1];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 8 + warp;
+  const int64_t t = blockIdx.y;
+  const int slots = moe_slots(a);
+  pdl_wait();
+  if (threadIdx.x < a.top_k) s_ids[threadIdx.x] = a.ids[t * a.top_k + threadIdx.x];
+  if (threadIdx.x < slots) s_w[threadIdx.x] = a.weights[t * slots + threadIdx.x];
+  __syncthreads();
+  if (c >= a.hidden) return;
+  const int routed_chunks = static_cast<int>(a.inter / 8);
+  const int routed = routed_chunks * a.top_k;
+  const int total = routed + (a.shared_down != nullptr ? static_cast<int>(a.shared_inter / 8) : 0);
+  const float* act = a.act + t * slots * a.act_stride;
+  float acc = 0.0f;
+  for (int i0 = lane; i0 < total; i0 += 32 * kLoads) {
+    uint4 w[kLoads];
+    const float* ap[kLoads];
+    float scale[kLoads];
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const int i = i0 + 32 * u;
+      w[u] = make_uint4(0, 0, 0, 0);
+      ap[u] = act;
+      scale[u] = 0.0f;
+      if (i < routed) {
+        const int k = i / routed_chunks, ch = i - k * routed_chunks;
+        w[u] = __ldg(reinterpret_cast<const uint4*>(
+            a.down + (static_cast<int64_t>(s_ids[k]) * a.hidden + c) * a.inter + ch * 8));
+        ap[u] = act + k * a.act_stride + ch * 8;
+        scale[u] = s_w[k];
+      } else if (i < total) {
+        const int ch = i - routed;
+        w[u] = __ldg(reinterpret_cast<const uint4*>(a.shared_down + c * a.shared_inter + ch * 8));
+        ap[u] = act + a.top_k * a.act_stride + ch * 8;
+        scale[u] = s_w[a.top_k];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u)
+      if (i0 + 32 * u < total) acc += scale[u] * dot8_f32(ap[u], w[u]);
+  }
+  acc = warp_sum<32>(acc);
+  if (lane == 0) st(a.out, a.out_dt, t * a.hidden + c, acc);
+}
+
+bool aligned16_or_null(const void* p) {
+  return p == nullptr || aligned16(p);
+}
+
+}  // namespace
+
+bool moe_decode_fused_supported(const MoeDecodeArgs& a) {
+  const bool shared = a.shared_gate_up != nullptr;
+  return a.tokens >= 1 && a.tokens <= kMoeDecodeMaxTokens && a.top_k >= 1 && a.top_k <= kMaxTopK &&
+         a.experts >= a.top_k && a.experts <= kMaxExperts && a.hidden % 8 == 0 &&
+         a.inter % 8 == 0 && a.inter > 0 &&
+         (!shared || (a.shared_inter % 8 == 0 && a.shared_inter > 0 && a.shared_down != nullptr &&
+                      a.shared_gate != nullptr)) &&
+         aligned16(a.x) && aligned16(a.router) && aligned16(a.gate_up) && aligned16(a.down) &&
+         aligned16_or_null(a.shared_gate_up) && aligned16_or_null(a.shared_down) &&
+         aligned16_or_null(a.shared_gate);
+}
+
+void launch_moe_decode_fused(const MoeDecodeArgs& a, cudaStream_t s) {
+  BF_CHECK(moe_decode_fused_supported(a), "moe_decode_fused: unsupported shape");
+  const bool shared = a.shared_gate_up != nullptr;
+  const int slots = a.top_k + (shared ? 1 : 0);
+  const int64_t rows = a.experts + (shared ? 1 : 0);
+  const int64_t max_inter = std::max(a.inter, shared ? a.shared_inter : int64_t{0});
+  BF_CHECK(a.act_stride >= max_inter && a.act_stride % 4 == 0, "moe_decode_fused: act stride");
+  launch_pdl(moe_router_fused_kernel, dim3(ceil_div(rows, 8)), dim3(256), 0, s, a);
+  BF_CUDA_LAUNCH_CHECK();
+  launch_pdl(moe_gate_up_fused_kernel, dim3(ceil_div(max_inter, 8), a.tokens * slots), dim3(256), 0,
+             s, a);
+  BF_CUDA_LAUNCH_CHECK();
+  launch_pdl(moe_down_fused_kernel, dim3(ceil_div(a.hidden, 8), a.tokens), dim3(256), 0, s, a);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
 }  // namespace bf::cuda
