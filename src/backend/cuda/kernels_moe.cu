@@ -18,10 +18,11 @@ constexpr int kMaxExperts = 1024;
 
 // One warp routes one token: lane l holds the logits of experts l, l + 32, ... in registers
 // (read once, from L2: they may come from another block of the same kernel); k rounds of a
-// warp argmax (ties to the lower index), each removing its winner.
-__device__ void route_token(const float* p, int64_t experts, int top_k, int32_t* ids,
-                            float* weights) {
-  constexpr int kPerLane = kMaxExperts / 32;
+// warp argmax (ties to the lower index), each removing its winner. kPerLane: registers per
+// lane, the fewest that hold all experts (each round scans them all).
+template <int kPerLane>
+__device__ void route_token_n(const float* p, int64_t experts, int top_k, int32_t* ids,
+                              float* weights) {
   const int lane = threadIdx.x % 32;
   float v[kPerLane];
   float mx = -FLT_MAX;
@@ -72,6 +73,17 @@ __device__ void route_token(const float* p, int64_t experts, int top_k, int32_t*
       ids[k] = chosen[k];
       weights[k] = prob[k] / top_sum;
     }
+}
+
+__device__ void route_token(const float* p, int64_t experts, int top_k, int32_t* ids,
+                            float* weights) {
+  static_assert(kMaxExperts == 32 * 32, "the widest form holds kMaxExperts");
+  if (experts <= 256)
+    route_token_n<8>(p, experts, top_k, ids, weights);
+  else if (experts <= 512)
+    route_token_n<16>(p, experts, top_k, ids, weights);
+  else
+    route_token_n<32>(p, experts, top_k, ids, weights);
 }
 
 __global__ void route_kernel(const float* logits, int64_t tokens, int64_t experts, int top_k,
@@ -310,15 +322,29 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
   const int64_t rows = a.experts + (a.shared_gate != nullptr ? 1 : 0);
   const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
   const int64_t chunks = a.hidden / 8;
+  // The row's first kHeld 16-byte chunks per lane (all of a 2048-wide row) are loaded before
+  // waiting for the previous kernel: weights, never written by it, so their latency overlaps
+  // that kernel's tail. Lanes sum their chunks in column order either way.
+  constexpr int kHeld = 8;
+  const uint4* w = reinterpret_cast<const uint4*>(
+      r < a.experts ? a.router + r * a.hidden : a.shared_gate);
+  uint4 held[kHeld];
+#pragma unroll
+  for (int i = 0; i < kHeld; ++i) {
+    const int64_t c = lane + 32 * i;
+    held[i] = r < rows && c < chunks ? __ldg(w + c) : make_uint4(0, 0, 0, 0);
+  }
   pdl_wait();
   if (r < rows) {
-    const uint4* w =
-        reinterpret_cast<const uint4*>(r < a.experts ? a.router + r * a.hidden : a.shared_gate);
     for (int64_t t = 0; t < a.tokens; ++t) {
       const uint4* x = reinterpret_cast<const uint4*>(a.x + t * a.hidden);
       float acc = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kHeld; ++i)
+        if (lane + 32 * i < chunks) acc += dot8(__ldg(x + lane + 32 * i), held[i]);
 #pragma unroll 4
-      for (int64_t c = lane; c < chunks; c += 32) acc += dot8(__ldg(x + c), __ldg(w + c));
+      for (int64_t c = lane + 32 * kHeld; c < chunks; c += 32)
+        acc += dot8(__ldg(x + c), __ldg(w + c));
       acc = warp_sum<32>(acc);
       if (lane == 0) a.logits[t * rows + r] = acc;
     }
