@@ -10,11 +10,9 @@
 // index is a permutation of the chunk's (position 2t + e of step s is chunk element
 // 8t + 4s + e, position 2t + 8 + e is 8t + 4s + 2 + e), applied alike to x's rows (the A
 // fragments, also one 16-byte load per row) and w's, so the sum is unchanged. U chunks (4 or
-// 8, by configuration) are loaded before any is used; all lanes of a warp run the same rounds
-// (the last one zero-fills what lies past k), so the MMAs stay warp-converged. With `splits`
-// > 1 the k range is cut into that many slices of a multiple of 32 (one warp each) and the
-// slices' partial sums are added in slice order. Configurations are timed against cuBLASLt
-// once per shape.
+// 8, by configuration) are loaded before any is used. With `splits` > 1 the k range is cut
+// into that many slices of a multiple of 32 (one warp each) and the slices' partial sums are
+// added in slice order. Configurations are timed against cuBLASLt once per shape.
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
@@ -64,16 +62,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const __nv_bfloat16* x_lo = x + (lo ? g : 0) * k;
   const __nv_bfloat16* x_hi = x + (hi ? g + 8 : 0) * k;
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  // The trip count must not depend on the lane: mma.sync is warp-wide, and with a per-lane
-  // start (begin + 8t) a slice ending 8-24 past a round of chunks gave lane t == 0 one more
-  // round, an MMA the other lanes never reached (garbage with one slice, a hang at the
-  // __syncthreads below with several). Chunks past the slice's end load zeros instead.
-  for (int64_t base = begin; base < end; base += 32 * U) {
+  for (int64_t c0 = begin + 8 * t; c0 < end; c0 += 32 * U) {
     uint4 wv[U], xa[U], xb[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t col = base + 32 * u + 8 * t;
-      const bool ok = col < end;  // end % 8 == 0: a chunk that starts inside ends inside
+      const int64_t col = c0 + 32 * u;
+      const bool ok = col < end;  // k % 8 == 0: a chunk that starts inside ends inside
       wv[u] = load16(wr + col, wr, ok);
       xa[u] = load16(x_lo + col, x, ok && lo);
       xb[u] = load16(x_hi + col, x, ok && hi);
