@@ -167,23 +167,16 @@ int bench_gemm(double bw) {
   auto lt = make_cuda_backend();
   unsetenv("BLOCKFLASH_GEMV");
   uint64_t seed = 3;
-  std::printf("| shape [M, K] x [N, K]^T | gemv (M <= 8) / skinny-mma (M 16) us | GB/s | cuBLASLt us | cuBLASLt GB/s | of copy roofline (best) |\n");
+  std::printf("| shape [M, K] x [N, K]^T | gemv us | gemv GB/s | cuBLASLt us | cuBLASLt GB/s | of copy roofline (best) |\n");
   std::printf("|---|---|---|---|---|---|\n");
-  setenv("BLOCKFLASH_SKINNY_MMA", "always", 1);
-  auto skinny = make_cuda_backend();
-  unsetenv("BLOCKFLASH_SKINNY_MMA");
-  for (auto [n, k] : {std::pair{10240, 5120}, {17408, 5120}, {5120, 17408}, {248320, 5120},
-                      {5120, 6144}}) {
-    for (int m : {1, 4, 8, 16}) {
+  for (auto [n, k] : {std::pair{10240, 5120}, {17408, 5120}, {5120, 17408}, {248320, 5120}}) {
+    for (int m : {1, 4, 8}) {
       Tensor w = gemv->empty({n, k}, DType::kBF16), x = gemv->empty({m, k}, DType::kBF16);
       Tensor out = gemv->empty({m, n}, DType::kBF16);
       fill(w, 0.05f, seed);
       fill(x, 1.0f, seed);
       double t_g = -1, t_l;
-      // The gemv up to 8 rows; the tensor-core skinny GEMM (skinny-mma) at 16.
-      Backend& skinny_or_gemv = m > 8 ? *skinny : *gemv;
-      if (size_t(m) * k * 2 <= 200 * 1024)
-        t_g = median_ms([&] { skinny_or_gemv.matmul(x, w, out); }, 3, 20);
+      if (size_t(m) * k * 2 <= 200 * 1024) t_g = median_ms([&] { gemv->matmul(x, w, out); }, 3, 20);
       t_l = median_ms([&] { lt->matmul(x, w, out); }, 3, 20);
       double bytes = double(n) * k * 2 + double(m) * (k + n) * 2;
       double best = t_g > 0 ? std::min(t_g, t_l) : t_l;

@@ -74,32 +74,6 @@ TEST_F(CudaOps, MatmulSkinnyGemv) {
   }
 }
 
-TEST_F(CudaOps, MatmulSkinnyMmaEveryConfig) {
-  // 9-16 rows: each skinny-mma configuration (k slices per column group) pinned, on shapes
-  // with partial column groups (n % 8), k not a multiple of the 32-wide chunk, slices past k.
-  for (int config = 0; config < cuda::skinny_mma_num_configs(); ++config) {
-    setenv("BLOCKFLASH_SKINNY_MMA", "always", 1);
-    setenv("BLOCKFLASH_SKINNY_CONFIG", std::to_string(config).c_str(), 1);
-    auto gpu = make_cuda_backend();
-    unsetenv("BLOCKFLASH_SKINNY_MMA");
-    unsetenv("BLOCKFLASH_SKINNY_CONFIG");
-    for (auto [m, n, k] : {std::tuple{9, 300, 520}, {16, 77, 2048}, {12, 1000, 64},
-                           {16, 48, 5120}, {10, 129, 2056}, {16, 9, 4096}, {13, 8, 40}}) {
-      Tensor x = rand_bf16({m, k}, rng_), w = rand_bf16({n, k}, rng_, -0.1f, 0.1f);
-      Tensor want = Tensor::empty({m, n});
-      cpu_->matmul(x, w, want);
-      Tensor got = poisoned(*gpu, {m, n});
-      gpu->matmul(to_device(*gpu, x), gpu->upload(w), got);
-      EXPECT_TRUE(close(gpu->to_host(got), want, 1e-2))
-          << "config " << config << ": " << m << "x" << n << "x" << k;
-      Tensor got32 = poisoned(*gpu, {m, n}, DType::kF32);
-      gpu->matmul(to_device(*gpu, x), gpu->upload(w), got32);
-      EXPECT_TRUE(close(gpu->to_host(got32), want, 1e-3))
-          << "f32 out, config " << config << ": " << m << "x" << n << "x" << k;
-    }
-  }
-}
-
 TEST_F(CudaOps, MatmulSkinnyGemvEveryConfig) {
   // Each gemv configuration (rows per warp x column slices) pinned, on shapes that leave
   // partial row groups, partial slices and slices shorter than a warp's step.

@@ -274,9 +274,6 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_tile_ = std::atoi(e);
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
-    if (const char* e = std::getenv("BLOCKFLASH_SKINNY_MMA"))
-      skinny_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
-    if (const char* e = std::getenv("BLOCKFLASH_SKINNY_CONFIG")) skinny_config_ = std::atoi(e);
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
     // BLOCKFLASH_GDN_FUSED=0: never; =1: for every decode batch (tests); default: batches
     // with enough blocks.
@@ -677,45 +674,6 @@ class CudaBackend final : public Backend {
       }
       if (it->second >= 0) {
         run_gemv(it->second);
-        return;
-      }
-    }
-    // 9-16 rows (a DFlash verify block): the tensor-core skinny GEMM where it beats cuBLASLt
-    // (timed once per shape, as the gemv).
-    if (xdt == kDtBF16 && wdt == kDtBF16 && m > 8 && skinny_mode_ >= 0 &&
-        skinny_mma_supported(m, k, x.raw(), w.raw())) {
-      auto run_skinny = [&](int config) {
-        launch_skinny_mma(x.raw(), w.raw(), out.raw(), odt, m, n, k, config, ctx_.stream);
-      };
-      const auto key = std::make_tuple(m, n, k, odt);
-      auto it = skinny_choice_.find(key);
-      BF_CHECK(it != skinny_choice_.end() || recording_ == nullptr, "matmul [", m, ", ", k,
-               "]: first seen while recording a graph (the eager run should have timed it)");
-      if (it == skinny_choice_.end()) {
-        int best = -1;
-        float t_best = 0;
-        if (skinny_config_ >= 0 && skinny_config_ < skinny_mma_num_configs()) {
-          best = skinny_config_;
-          if (skinny_mode_ == 0) t_best = time_ms([&] { run_skinny(best); });
-        } else {
-          for (int c = 0; c < skinny_mma_num_configs(); ++c) {
-            if (!skinny_mma_config_useful(c, k)) continue;
-            const float t = time_ms([&] { run_skinny(c); });
-            if (best < 0 || t < t_best) best = c, t_best = t;
-          }
-        }
-        int choice = skinny_mode_ > 0 ? best : -1;
-        if (skinny_mode_ == 0 && best >= 0) {
-          const float t_lt = time_ms(run_lt);
-          if (t_best < t_lt) choice = best;
-          log_debug("matmul [", m, ", ", k, "] x [", n, ", ", k, "]^T: skinny-mma (config ", best,
-                    ") ", t_best * 1e3, " us, cuBLASLt ", t_lt * 1e3, " us -> ",
-                    choice >= 0 ? "skinny-mma" : "cuBLASLt");
-        }
-        it = skinny_choice_.emplace(key, choice).first;
-      }
-      if (it->second >= 0) {
-        run_skinny(it->second);
         return;
       }
     }
@@ -1587,10 +1545,6 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int, int, int>, MatmulPlan> plans_;
   // gemv configuration per shape, -1: cuBLASLt wins
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> gemv_choice_;
-  // 9-16-row GEMMs: skinny-mma configuration per shape, -1 for cuBLASLt.
-  std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> skinny_choice_;
-  int skinny_mode_ = 0;     // BLOCKFLASH_SKINNY_MMA: 1 always, -1 never, 0 timed
-  int skinny_config_ = -1;  // BLOCKFLASH_SKINNY_CONFIG: pinned configuration
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
   bool gdn_fused_ = true;  // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops

@@ -183,13 +183,6 @@ void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* 
 bool gemv_supported(int64_t m, int64_t k, const void* x, const void* w, int max_smem);
 int gemv_num_configs();
 bool gemv_config_useful(int config, int64_t n, int64_t k);
-// Tensor-core skinny GEMM for 9-16 rows (kernels_skinny_mma.cu): bf16 x [m, k] and w [n, k],
-// k % 8 == 0, 16-byte aligned; configurations differ in the number of k slices per column group.
-int skinny_mma_num_configs();
-bool skinny_mma_supported(int64_t m, int64_t k, const void* x, const void* w);
-bool skinny_mma_config_useful(int config, int64_t k);
-void launch_skinny_mma(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
-                       int64_t k, int config, cudaStream_t s);
 int gemv_config_rows(int config);    // R: w rows per warp
 int gemv_config_splits(int config);  // column slices
 bool gemv_config_deep(int config);  // twice the loads in flight per lane
