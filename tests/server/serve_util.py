@@ -150,3 +150,18 @@ def main_args():
         print(f"usage: {sys.argv[0]} BLOCKFLASH_BINARY CHECKPOINT_DIR", file=sys.stderr)
         sys.exit(2)
     return sys.argv[1], sys.argv[2]
+
+
+def wait_idle(base, timeout):
+    """Polls /metrics until no request runs or waits and every KV block and state slot is free
+    (a finished or aborted request is released by the engine loop shortly after its response
+    or disconnect, not before); fails after `timeout` seconds: a leak."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = metrics(base)
+        if (m["vllm:num_requests_running"] == 0 and m["vllm:num_requests_waiting"] == 0 and
+                m["blockflash:num_free_kv_blocks"] == m["blockflash:num_kv_blocks"] and
+                m["blockflash:num_free_state_slots"] == m["blockflash:num_state_slots"]):
+            return m
+        time.sleep(0.005)
+    raise AssertionError(f"engine not idle after {timeout}s: {metrics(base)}")

@@ -7,7 +7,7 @@ import http.client
 import json
 import time
 
-from serve_util import Server, main_args, make_model_dir, metrics, post_json
+from serve_util import Server, main_args, make_model_dir, metrics, post_json, wait_idle
 
 MAX_TOKENS = 4000
 
@@ -29,18 +29,6 @@ def read_events(resp, count):
         if line.startswith(b"data: "):
             events.append(line[6:].strip())
     return events
-
-
-def wait_idle(base, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = metrics(base)
-        if (m["vllm:num_requests_running"] == 0 and m["vllm:num_requests_waiting"] == 0 and
-                m["blockflash:num_free_kv_blocks"] == m["blockflash:num_kv_blocks"] and
-                m["blockflash:num_free_state_slots"] == m["blockflash:num_state_slots"]):
-            return m
-        time.sleep(0.005)
-    raise AssertionError(f"engine not idle after {timeout}s: {metrics(base)}")
 
 
 def main():

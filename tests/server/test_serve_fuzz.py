@@ -9,7 +9,7 @@ import json
 import random
 import socket
 
-from serve_util import Server, main_args, make_model_dir, metrics, post_json, request
+from serve_util import Server, main_args, make_model_dir, post_json, request, wait_idle
 
 rng = random.Random(20240601)
 
@@ -122,9 +122,9 @@ def main():
         assert status == 200
         assert after["choices"][0]["text"] == before["choices"][0]["text"]
         assert after["usage"] == before["usage"]
-        m = metrics(s.base)
-        assert m["vllm:num_requests_running"] == 0
-        assert m["blockflash:num_free_kv_blocks"] == m["blockflash:num_kv_blocks"]
+        # Nothing leaked: every fuzzed request (some cut off mid-body or abandoned) is
+        # released; the engine loop does that just after the response, so wait for it.
+        wait_idle(s.base, 5.0)
     print("OK")
 
 
