@@ -1234,7 +1234,7 @@ class CudaBackend final : public Backend {
 
   // --- MoE ---
   static constexpr int64_t kMoeGroupedMinTokens = 64;
-  static constexpr int64_t kMoeFusedMaxTokens = 4;
+  static constexpr int64_t kMoeFusedMaxTokens = 2;
 
   // Many tokens: sort (token, k) pairs by expert on the host (one sync for the routing), gather
   // the rows, and run each expert's two projections as cuBLASLt GEMMs over its rows.
@@ -1288,9 +1288,10 @@ class CudaBackend final : public Backend {
                         const Tensor& shared_down, const Tensor& shared_gate,
                         Tensor& out) override {
     const char* op = "moe_block_decode";
-    // Measured on the H200 (35B-A3B shapes, bench/NOTES.md): batch 1 3.72 -> 3.20 ms per
-    // step, but batch 8 slower (7.07 -> 7.82: the router's warps walk the tokens in turn and
-    // each token re-reads the shared expert), so only the smallest batches take it.
+    // Measured on the H200 (35B-A3B shapes, whole decode steps in graphs, one call; bench/NOTES.md):
+    // fused vs separate ops 3.20 vs 3.62 ms at batch 1, 4.26 vs 4.41 at 2, 5.70 vs 5.42 at 4
+    // (the router's warps walk the tokens in turn and each token re-reads the shared expert),
+    // so only batches of up to 2 tokens take it.
     if (!moe_fused_ || x.rank() != 2 || x.dim(0) == 0 ||
         (x.dim(0) > kMoeFusedMaxTokens && !moe_fused_forced_))
       return false;
