@@ -87,7 +87,9 @@ size_t profile_activation_bytes(const Model& model, const DFlashDrafter* drafter
   const int32_t rows = static_cast<int32_t>(std::min<int64_t>(
       T, std::max<int64_t>(Model::kLogitsRowsPerPass, config.max_num_seqs)));
   ForwardBatch batch;
-  BatchSequence seq{.query_start = 0, .query_len = T, .num_computed = 0, .state_slot = 0};
+  BatchSequence seq;
+  seq.query_len = T;
+  seq.state_slot = 0;
   for (int32_t b = 0; b < (T + bs - 1) / bs; ++b) seq.block_table.push_back(b);
   for (int32_t t = 0; t < T; ++t) {
     batch.token_ids.push_back(t % c.vocab_size);
