@@ -1283,6 +1283,25 @@ class CudaBackend final : public Backend {
                        top_k, out.raw(), dt_of(out, "", ""), ctx_.stream);
   }
 
+  // The expert tensors against x ([T, H]): router [E, H], gate_up [E, 2I, H], down [E, H, I].
+  struct MoeDims {
+    int64_t tokens, hidden, experts, inter;
+  };
+  static MoeDims check_moe_shapes(const char* op, const Tensor& x, const Tensor& router,
+                                  const Tensor& gate_up, const Tensor& down) {
+    BF_CHECK(x.rank() == 2, op, ": x must be [T, H]");
+    const int64_t hidden = x.dim(1);
+    BF_CHECK(router.rank() == 2 && router.dim(1) == hidden, op, ": router must be [E, H]");
+    const int64_t E = router.dim(0);
+    BF_CHECK(gate_up.rank() == 3 && gate_up.dim(0) == E && gate_up.dim(2) == hidden &&
+                 gate_up.dim(1) % 2 == 0,
+             op, ": gate_up must be [E, 2I, H], got ", shape_string(gate_up.shape()));
+    const int64_t inter = gate_up.dim(1) / 2;
+    BF_CHECK(down.rank() == 3 && down.dim(0) == E && down.dim(1) == hidden && down.dim(2) == inter,
+             op, ": down must be [E, H, I], got ", shape_string(down.shape()));
+    return {x.dim(0), hidden, E, inter};
+  }
+
   bool moe_block_decode(const Tensor& x, const Tensor& router, const Tensor& gate_up,
                         const Tensor& down, int32_t top_k, const Tensor& shared_gate_up,
                         const Tensor& shared_down, const Tensor& shared_gate,
@@ -1301,15 +1320,7 @@ class CudaBackend final : public Backend {
     if (shared && (shared_gate_up.dtype() != DType::kBF16 || shared_down.dtype() != DType::kBF16 ||
                    shared_gate.dtype() != DType::kBF16))
       return false;
-    const int64_t T = x.dim(0), hidden = x.dim(1);
-    BF_CHECK(router.rank() == 2 && router.dim(1) == hidden, op, ": router must be [E, H]");
-    const int64_t E = router.dim(0);
-    BF_CHECK(gate_up.rank() == 3 && gate_up.dim(0) == E && gate_up.dim(2) == hidden &&
-                 gate_up.dim(1) % 2 == 0,
-             op, ": gate_up must be [E, 2I, H], got ", shape_string(gate_up.shape()));
-    const int64_t inter = gate_up.dim(1) / 2;
-    BF_CHECK(down.rank() == 3 && down.dim(0) == E && down.dim(1) == hidden && down.dim(2) == inter,
-             op, ": down must be [E, H, I], got ", shape_string(down.shape()));
+    const auto [T, hidden, E, inter] = check_moe_shapes(op, x, router, gate_up, down);
     const int64_t shared_inter = shared ? shared_gate_up.dim(0) / 2 : 0;
     if (shared)
       BF_CHECK(shared_gate_up.rank() == 2 && shared_gate_up.dim(1) == hidden &&
@@ -1364,16 +1375,7 @@ class CudaBackend final : public Backend {
                    const Tensor& down, int32_t top_k, Tensor& out) override {
     const char* op = "moe_experts";
     const int xdt = dt_of(x, op, "x"), odt = dt_of(out, op, "out");
-    BF_CHECK(x.rank() == 2, op, ": x must be [T, H]");
-    const int64_t T = x.dim(0), hidden = x.dim(1);
-    BF_CHECK(router.rank() == 2 && router.dim(1) == hidden, op, ": router must be [E, H]");
-    const int64_t E = router.dim(0);
-    BF_CHECK(gate_up.rank() == 3 && gate_up.dim(0) == E && gate_up.dim(2) == hidden &&
-                 gate_up.dim(1) % 2 == 0,
-             op, ": gate_up must be [E, 2I, H], got ", shape_string(gate_up.shape()));
-    const int64_t inter = gate_up.dim(1) / 2;
-    BF_CHECK(down.rank() == 3 && down.dim(0) == E && down.dim(1) == hidden && down.dim(2) == inter,
-             op, ": down must be [E, H, I], got ", shape_string(down.shape()));
+    const auto [T, hidden, E, inter] = check_moe_shapes(op, x, router, gate_up, down);
     const int gudt = dt_of(gate_up, op, "gate_up"), dndt = dt_of(down, op, "down");
     check_numel(out, x.numel(), op, "out");
     BF_CHECK(top_k >= 1 && top_k <= E, op, ": top_k ", top_k, " must be in [1, E=", E, "]");

@@ -153,6 +153,22 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
   return s;
 }
 
+// silu(gate row · x) * (up row · x) of one intermediate row, by one warp: lanes take every 32nd
+// 16-byte chunk (in column order), then a warp sum. Every lane returns the value.
+__device__ __forceinline__ float silu_gate_up_row(const uint4* xv, const uint4* wg,
+                                                  const uint4* wu, int64_t chunks, int lane) {
+  float g = 0.0f, u = 0.0f;
+#pragma unroll 4
+  for (int64_t c = lane; c < chunks; c += 32) {
+    const uint4 xc = __ldg(xv + c);
+    g += dot8(xc, __ldg(wg + c));
+    u += dot8(xc, __ldg(wu + c));
+  }
+  g = warp_sum<32>(g);
+  u = warp_sum<32>(u);
+  return siluf_(g) * u;
+}
+
 __global__ void gate_up_bf16_kernel(const __nv_bfloat16* x, const __nv_bfloat16* gate_up,
                                     int64_t hidden, int64_t inter, int top_k, const int32_t* ids,
                                     float* act) {
@@ -166,17 +182,8 @@ __global__ void gate_up_bf16_kernel(const __nv_bfloat16* x, const __nv_bfloat16*
   const uint4* wg = reinterpret_cast<const uint4*>(gate_up + (e * 2 * inter + r) * hidden);
   const uint4* wu = reinterpret_cast<const uint4*>(gate_up + (e * 2 * inter + inter + r) * hidden);
   const uint4* xv = reinterpret_cast<const uint4*>(x + t * hidden);
-  float g = 0.0f, u = 0.0f;
-  const int64_t chunks = hidden / 8;
-#pragma unroll 4
-  for (int64_t c = lane; c < chunks; c += 32) {
-    const uint4 xc = __ldg(xv + c);
-    g += dot8(xc, __ldg(wg + c));
-    u += dot8(xc, __ldg(wu + c));
-  }
-  g = warp_sum<32>(g);
-  u = warp_sum<32>(u);
-  if (lane == 0) act[pair * inter + r] = siluf_(g) * u;
+  const float a = silu_gate_up_row(xv, wg, wu, hidden / 8, lane);
+  if (lane == 0) act[pair * inter + r] = a;
 }
 
 // Lanes walk the (k, 8-column chunk) pairs of all top_k experts of one output column as one
@@ -385,17 +392,8 @@ __global__ void __launch_bounds__(256) moe_gate_up_fused_kernel(MoeDecodeArgs a)
   const uint4* wg = reinterpret_cast<const uint4*>(base + r * a.hidden);
   const uint4* wu = reinterpret_cast<const uint4*>(base + (inter + r) * a.hidden);
   const uint4* xv = reinterpret_cast<const uint4*>(a.x + t * a.hidden);
-  float g = 0.0f, u = 0.0f;
-  const int64_t chunks = a.hidden / 8;
-#pragma unroll 4
-  for (int64_t c = lane; c < chunks; c += 32) {
-    const uint4 xc = __ldg(xv + c);
-    g += dot8(xc, __ldg(wg + c));
-    u += dot8(xc, __ldg(wu + c));
-  }
-  g = warp_sum<32>(g);
-  u = warp_sum<32>(u);
-  if (lane == 0) a.act[(t * slots + j) * a.act_stride + r] = siluf_(g) * u;
+  const float act = silu_gate_up_row(xv, wg, wu, a.hidden / 8, lane);
+  if (lane == 0) a.act[(t * slots + j) * a.act_stride + r] = act;
 }
 
 __device__ __forceinline__ float dot8_f32(const float* a, const uint4& w) {
