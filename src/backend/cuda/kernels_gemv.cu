@@ -92,9 +92,12 @@ __global__ void __launch_bounds__(kWarps * 32)
         wv[u][r] = c < end ? __ldg(reinterpret_cast<const uint4*>(wr[r] + c)) : make_uint4(0, 0, 0, 0);
     }
   };
-  // The first step's w loads go out before waiting for the kernel before this one (launched
-  // with programmatic dependent launch, this block may start while that kernel drains): w is
-  // a weight, never written by the kernel just before. x is read and out written only after.
+  // The first step's w loads are written before waiting for the kernel before this one
+  // (launched with programmatic dependent launch, this block may start while that kernel
+  // drains): w is a weight, never written by the kernel just before. x is read and out written
+  // only after. Caveat (found after the measurements in bench/): ptxas (CUDA 13, sm_90a) moves
+  // the wait above these read-only-path loads, so in the SASS they are issued after it; branch
+  // gemv-prewait loads w with __ldcg, which stays in place, not yet measured.
   load_w(begin + lane * 8);
   pdl_wait();
   for (int64_t c0 = begin + lane * 8; c0 < end; c0 += 256 * U) {
