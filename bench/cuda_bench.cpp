@@ -279,15 +279,7 @@ int bench_sample() {
 struct Stack {
   ModelConfig c;
   Tensor embed, lm_head, final_norm;
-  struct L {
-    LayerType type;
-    int32_t cache_index;
-    Tensor in_ln, post_ln;
-    GatedDeltaNet gdn;
-    GatedAttention attn;
-    FeedForward mlp;
-  };
-  std::vector<L> layers;
+  std::vector<Model::Layer> layers;
   size_t weight_bytes = 0, active_bytes = 0;  // all weights; weights one decode token reads
 };
 
@@ -310,13 +302,13 @@ Stack build(Backend& be, const ModelConfig& c) {
   st.final_norm = weight(be, st, {H}, seed);
   int32_t kv = 0, gdn = 0;
   for (int32_t i = 0; i < c.num_hidden_layers; ++i) {
-    Stack::L l;
+    Model::Layer l;
     l.type = c.layer_types[i];
-    l.in_ln = weight(be, st, {H}, seed);
-    l.post_ln = weight(be, st, {H}, seed);
+    l.input_layernorm = weight(be, st, {H}, seed);
+    l.post_attention_layernorm = weight(be, st, {H}, seed);
     if (l.type == LayerType::kLinearAttention) {
       l.cache_index = gdn++;
-      auto& g = l.gdn;
+      auto& g = l.linear_attn;
       // qkv | z | b | a stacked, as GatedDeltaNet::load fuses them.
       g.in_proj = weight(
           be, st, {c.linear_conv_dim() + c.linear_value_dim() + 2 * c.linear_num_value_heads, H},
@@ -328,7 +320,7 @@ Stack build(Backend& be, const ModelConfig& c) {
       g.out_proj = weight(be, st, {H, c.linear_value_dim()}, seed);
     } else {
       l.cache_index = kv++;
-      auto& a = l.attn;
+      auto& a = l.self_attn;
       const int64_t hq = c.num_attention_heads, hkv = c.num_key_value_heads, hd = c.head_dim;
       a.qkv_proj = weight(be, st, {hq * hd * 2 + 2 * hkv * hd, H}, seed);  // q | k | v
       a.o_proj = weight(be, st, {H, hq * hd}, seed);
@@ -360,22 +352,9 @@ Stack build(Backend& be, const ModelConfig& c) {
   return st;
 }
 
-// One decoder layer of Model::forward: norm (with the residual add of the previous layer's
-// output unless first), mixer (Gated DeltaNet or gated attention), norm, MLP / MoE.
 void forward_layer(Backend& be, const Stack& st, size_t i, bool first, const ForwardBatch& batch,
                    ModelCache& cache, Tensor& residual, Tensor& normed, Tensor& block_out) {
-  const ModelConfig& c = st.c;
-  const auto& l = st.layers[i];
-  if (first)
-    be.rms_norm(residual, l.in_ln, c.rms_norm_eps, true, normed);
-  else
-    be.add_rms_norm(residual, block_out, l.in_ln, c.rms_norm_eps, true, normed);
-  if (l.type == LayerType::kLinearAttention)
-    l.gdn.forward(be, c, normed, batch, cache.gdn[l.cache_index], block_out);
-  else
-    l.attn.forward(be, c, normed, batch, cache.kv[l.cache_index], block_out);
-  be.add_rms_norm(residual, block_out, l.post_ln, c.rms_norm_eps, true, normed);
-  l.mlp.forward(be, c, normed, block_out);
+  Model::forward_layer(be, st.c, st.layers[i], first, batch, cache, residual, normed, block_out);
 }
 
 // Model::forward's layer loop (without copying logits to the host).

@@ -95,6 +95,22 @@ void Model::load_weights(CheckpointReader& reader) {
   reader.check_all_used();
 }
 
+void Model::forward_layer(Backend& be, const ModelConfig& c, const Layer& layer, bool first,
+                          const ForwardBatch& batch, ModelCache& cache, Tensor& residual,
+                          Tensor& normed, Tensor& block_out) {
+  if (first)
+    be.rms_norm(residual, layer.input_layernorm, c.rms_norm_eps, true, normed);
+  else
+    be.add_rms_norm(residual, block_out, layer.input_layernorm, c.rms_norm_eps, true, normed);
+  if (layer.type == LayerType::kLinearAttention)
+    layer.linear_attn.forward(be, c, normed, batch, cache.gdn[layer.cache_index], block_out);
+  else
+    layer.self_attn.forward(be, c, normed, batch, cache.kv[layer.cache_index], block_out);
+  be.add_rms_norm(residual, block_out, layer.post_attention_layernorm, c.rms_norm_eps, true,
+                  normed);
+  layer.mlp.forward(be, c, normed, block_out);
+}
+
 ForwardOutput Model::forward(const ForwardBatch& batch, ModelCache& cache,
                              const std::vector<int32_t>& capture_layers,
                              LogitsOutput logits_output) const {
@@ -118,21 +134,7 @@ ForwardOutput Model::forward(const ForwardBatch& batch, ModelCache& cache,
   Tensor block_out = be.empty({T, c.hidden_size});
 
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& layer = layers_[i];
-    // residual += previous block's output; normed = norm(residual).
-    if (i == 0)
-      be.rms_norm(residual, layer.input_layernorm, c.rms_norm_eps, true, normed);
-    else
-      be.add_rms_norm(residual, block_out, layer.input_layernorm, c.rms_norm_eps, true, normed);
-
-    if (layer.type == LayerType::kLinearAttention)
-      layer.linear_attn.forward(be, c, normed, batch, cache.gdn[layer.cache_index], block_out);
-    else
-      layer.self_attn.forward(be, c, normed, batch, cache.kv[layer.cache_index], block_out);
-
-    be.add_rms_norm(residual, block_out, layer.post_attention_layernorm, c.rms_norm_eps, true,
-                    normed);
-    layer.mlp.forward(be, c, normed, block_out);
+    forward_layer(be, c, layers_[i], i == 0, batch, cache, residual, normed, block_out);
 
     for (size_t j = 0; j < capture_layers.size(); ++j) {
       if (capture_layers[j] != static_cast<int32_t>(i)) continue;

@@ -68,13 +68,6 @@ class Model {
                         const std::vector<int32_t>& capture_layers = {},
                         LogitsOutput logits_output = LogitsOutput::kFull) const;
 
-  // The token embedding table [vocab, hidden] and the LM head (for drafters that share them).
-  const Tensor& embed_tokens() const { return embed_tokens_; }
-  const Tensor& lm_head() const { return tie_ ? embed_tokens_ : lm_head_; }
-
- private:
-  void lm_head_in_passes(const Tensor& selected, LogitsOutput logits_output,
-                         ForwardOutput& output) const;
   struct Layer {
     LayerType type;
     int32_t cache_index;  // index into ModelCache::kv or ModelCache::gdn
@@ -83,6 +76,21 @@ class Model {
     GatedAttention self_attn;
     FeedForward mlp;
   };
+  // One decoder layer, as forward() runs each: residual += block_out (the previous layer's
+  // output; not for the first layer) and its norm into normed, the mixer, the same for the
+  // post-attention norm, then the MLP / MoE into block_out. Public for bench_cuda, which runs
+  // layers of random weights without a loaded Model.
+  static void forward_layer(Backend& be, const ModelConfig& c, const Layer& layer, bool first,
+                            const ForwardBatch& batch, ModelCache& cache, Tensor& residual,
+                            Tensor& normed, Tensor& block_out);
+
+  // The token embedding table [vocab, hidden] and the LM head (for drafters that share them).
+  const Tensor& embed_tokens() const { return embed_tokens_; }
+  const Tensor& lm_head() const { return tie_ ? embed_tokens_ : lm_head_; }
+
+ private:
+  void lm_head_in_passes(const Tensor& selected, LogitsOutput logits_output,
+                         ForwardOutput& output) const;
 
   Model(ModelConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}
   void load_weights(CheckpointReader& reader);
