@@ -329,10 +329,10 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
   const int64_t rows = a.experts + (a.shared_gate != nullptr ? 1 : 0);
   const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
   const int64_t chunks = a.hidden / 8;
-  // The row's first kHeld 16-byte chunks per lane (all of a 2048-wide row) are meant to load
-  // before waiting for the previous kernel (weights, never written by it) so their latency
-  // overlaps that kernel's tail; as in the gemv, ptxas moves the wait above these __ldg loads
-  // (branch gemv-prewait). Lanes sum their chunks in column order either way.
+  // The row's first kHeld 16-byte chunks per lane (all of a 2048-wide row) load before waiting
+  // for the previous kernel (weights, never written by it) so their latency overlaps that
+  // kernel's tail; through __ldcg, as in the gemv, which ptxas keeps above the wait. Lanes sum
+  // their chunks in column order either way.
   constexpr int kHeld = 8;
   const uint4* w = reinterpret_cast<const uint4*>(
       r < a.experts ? a.router + r * a.hidden : a.shared_gate);
@@ -340,7 +340,7 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
 #pragma unroll
   for (int i = 0; i < kHeld; ++i) {
     const int64_t c = lane + 32 * i;
-    held[i] = r < rows && c < chunks ? __ldg(w + c) : make_uint4(0, 0, 0, 0);
+    held[i] = r < rows && c < chunks ? __ldcg(w + c) : make_uint4(0, 0, 0, 0);  // see gemv
   }
   pdl_wait();
   if (r < rows) {
