@@ -212,6 +212,14 @@ class Backend {
     return false;
   }
 
+  // A hint for decode-sized batches of `tokens` rows: `weights` are read soon, after the ops
+  // launched next (which move little data of their own). A device backend may start moving
+  // them closer to its cores meanwhile (CUDA: into L2 from a side stream); results never
+  // change. The default does nothing.
+  virtual void prefetch_weights(const std::vector<Tensor>& weights, int64_t tokens) {
+    (void)weights, (void)tokens;
+  }
+
   // out[r, :] = x[r, begin : begin + out.dim(1)]. x: [rows, cols]; out: [rows, n].
   // Used to split packed projections (q|k|v after the conv, q|gate per head).
   virtual void slice_columns(const Tensor& x, int64_t begin, Tensor& out);

@@ -90,4 +90,15 @@ void FeedForward::forward(Backend& be, const ModelConfig& c, const Tensor& x, Te
   be.add(out, shared);
 }
 
+std::vector<Tensor> FeedForward::weights_read_by_every_token() const {
+  if (!is_moe) return {gate_up_proj, down_proj};
+  std::vector<Tensor> w{router};
+  if (has_shared_expert) {
+    w.push_back(shared_expert_gate);
+    w.push_back(gate_up_proj);
+    w.push_back(down_proj);
+  }
+  return w;
+}
+
 }  // namespace bf

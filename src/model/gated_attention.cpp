@@ -20,13 +20,18 @@ void GatedAttention::load(CheckpointReader& reader, const std::string& prefix,
 }
 
 void GatedAttention::forward(Backend& be, const ModelConfig& c, const Tensor& x,
-                             const ForwardBatch& batch, KvCache& cache, Tensor& out) const {
+                             const ForwardBatch& batch, KvCache& cache, Tensor& out,
+                             const std::vector<Tensor>& prefetch_next) const {
   const int64_t T = x.dim(0), hd = c.head_dim;
   const int64_t hq = c.num_attention_heads, hkv = c.num_key_value_heads;
 
   const int64_t q_width = hq * 2 * hd, kv_width = hkv * hd;
   Tensor projected = be.empty({T, q_width + 2 * kv_width});  // [T, q|gate per head | k | v]
   be.matmul(x, qkv_proj, projected);
+  // Norms, RoPE and attention over the cache move little weight data: bring o_proj in.
+  std::vector<Tensor> ahead{o_proj};
+  ahead.insert(ahead.end(), prefetch_next.begin(), prefetch_next.end());
+  be.prefetch_weights(ahead, T);
   Tensor q_and_gate = take_columns(be, projected, 0, q_width).reshape({T * hq, 2 * hd});
   Tensor gate = be.empty({T * hq, hd});
   be.slice_columns(q_and_gate, hd, gate);

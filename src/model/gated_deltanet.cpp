@@ -22,7 +22,8 @@ void GatedDeltaNet::load(CheckpointReader& reader, const std::string& prefix,
 }
 
 void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
-                            const ForwardBatch& batch, GdnStatePool& state, Tensor& out) const {
+                            const ForwardBatch& batch, GdnStatePool& state, Tensor& out,
+                            const std::vector<Tensor>& prefetch_next) const {
   const int64_t T = x.dim(0);
   const int64_t hk = c.linear_num_key_heads, hv = c.linear_num_value_heads;
   const int64_t dk = c.linear_key_head_dim, dv = c.linear_value_head_dim;
@@ -31,6 +32,10 @@ void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   const int64_t conv_dim = c.linear_conv_dim();
   Tensor projected = be.empty({T, in_proj.dim(0)});  // [T, q | k | v | z | b | a]
   be.matmul(x, in_proj, projected);
+  // The recurrence in between moves little data: time to bring out_proj (and what follows) in.
+  std::vector<Tensor> ahead{out_proj};
+  ahead.insert(ahead.end(), prefetch_next.begin(), prefetch_next.end());
+  be.prefetch_weights(ahead, T);
   GdnDims dims{.num_k_heads = static_cast<int32_t>(hk),
                .num_v_heads = static_cast<int32_t>(hv),
                .k_head_dim = static_cast<int32_t>(dk),

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "model/checkpoint_reader.h"
@@ -29,9 +30,11 @@ struct GatedDeltaNet {
   Tensor out_proj;     // [H, Hv*dv]
 
   void load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
-  // x: [T, H] (normed input) -> out: [T, H]
+  // x: [T, H] (normed input) -> out: [T, H]. prefetch_next: weights the layer reads after
+  // this block (Backend::prefetch_weights, hinted with out_proj once in_proj has run).
   void forward(Backend& be, const ModelConfig& config, const Tensor& x, const ForwardBatch& batch,
-               GdnStatePool& state, Tensor& out) const;
+               GdnStatePool& state, Tensor& out,
+               const std::vector<Tensor>& prefetch_next = {}) const;
 };
 
 // Gated full attention: q (with a per-head output gate), k, v, zero-centred q/k norms,
@@ -45,8 +48,9 @@ struct GatedAttention {
   Tensor k_norm;  // [hd] (1+w)
 
   void load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
+  // prefetch_next: as GatedDeltaNet's (hinted with o_proj once the projection has run).
   void forward(Backend& be, const ModelConfig& config, const Tensor& x, const ForwardBatch& batch,
-               KvCache& cache, Tensor& out) const;
+               KvCache& cache, Tensor& out, const std::vector<Tensor>& prefetch_next = {}) const;
 };
 
 // SwiGLU MLP (dense) or sparse MoE block with a sigmoid-gated shared expert.
@@ -64,6 +68,10 @@ struct FeedForward {
 
   void load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
   void forward(Backend& be, const ModelConfig& config, const Tensor& x, Tensor& out) const;
+  // The weights every token reads whatever the routing, in the order the block reads them
+  // (router, shared gate, shared expert; a dense MLP's gate|up and down): what can be
+  // prefetched before the block's input exists.
+  std::vector<Tensor> weights_read_by_every_token() const;
 
  private:
   void load_experts(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);

@@ -102,10 +102,13 @@ void Model::forward_layer(Backend& be, const ModelConfig& c, const Layer& layer,
     be.rms_norm(residual, layer.input_layernorm, c.rms_norm_eps, true, normed);
   else
     be.add_rms_norm(residual, block_out, layer.input_layernorm, c.rms_norm_eps, true, normed);
+  const std::vector<Tensor> mlp_weights = layer.mlp.weights_read_by_every_token();
   if (layer.type == LayerType::kLinearAttention)
-    layer.linear_attn.forward(be, c, normed, batch, cache.gdn[layer.cache_index], block_out);
+    layer.linear_attn.forward(be, c, normed, batch, cache.gdn[layer.cache_index], block_out,
+                              mlp_weights);
   else
-    layer.self_attn.forward(be, c, normed, batch, cache.kv[layer.cache_index], block_out);
+    layer.self_attn.forward(be, c, normed, batch, cache.kv[layer.cache_index], block_out,
+                            mlp_weights);
   be.add_rms_norm(residual, block_out, layer.post_attention_layernorm, c.rms_norm_eps, true,
                   normed);
   layer.mlp.forward(be, c, normed, block_out);

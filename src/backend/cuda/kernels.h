@@ -256,6 +256,16 @@ struct MoeDecodeArgs {
   int out_dt;
 };
 bool moe_decode_fused_supported(const MoeDecodeArgs& a);
+
+// Pulls up to kL2PrefetchRanges device ranges into L2 (prefetch.global.L2 per 128-byte line,
+// nothing read into registers): CudaBackend::prefetch_weights' side-stream kernel.
+constexpr int kL2PrefetchRanges = 6;
+struct L2PrefetchRanges {
+  const void* ptr[kL2PrefetchRanges];
+  int64_t bytes[kL2PrefetchRanges];
+  int count;
+};
+void launch_l2_prefetch(const L2PrefetchRanges& r, cudaStream_t s);
 void launch_moe_decode_fused(const MoeDecodeArgs& a, cudaStream_t s);
 
 // Grouped MoE helpers: act[r, :] = silu(gu[r, :I]) * gu[r, I:]; out[t] = Σ_k w · y[pos[t, k]].
