@@ -272,6 +272,14 @@ class CudaBackend final : public Backend {
     // BLOCKFLASH_GEMV=always|never pins the decode GEMM choice (tests); default: timed per shape.
     // BLOCKFLASH_FLASH_TILE=64|128 pins flash-mma's query tile (tests, benchmarks).
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_tile_ = std::atoi(e);
+    // BLOCKFLASH_DECODE_SPLIT_LEN=16|32|64 pins the shortest key split of decode attention
+    // (default: decode_min_split_len's choice by grid size; A/B runs, tests).
+    if (const char* e = std::getenv("BLOCKFLASH_DECODE_SPLIT_LEN")) {
+      const int len = std::atoi(e);
+      BF_CHECK(len == 16 || len == 32 || len == 64,
+               "BLOCKFLASH_DECODE_SPLIT_LEN must be 16, 32 or 64, got '", e, "'");
+      decode_split_len_ = len;
+    }
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
@@ -1216,17 +1224,18 @@ class CudaBackend final : public Backend {
     // Split the keys when the grid would be too small to fill the GPU (long-context decode).
     const int64_t work = simt_rows * hkv * ((hq / hkv + 7) / 8);  // blocks before splitting
     const int sms = std::max(1, ctx_.caps.num_sms);
+    a.split_min_len = decode_split_len_;
     int splits = 1;
     if (d.live_max_kv_len != nullptr) {
       // A graph: the grid has room for the splits of the longest context its block tables
       // hold; each replay's kernels take the layout of the live max kv length.
       const int bound = static_cast<int>(std::min<int64_t>(int64_t{graph_max_blocks_} * block_size,
                                                            int64_t{1} << 30));
-      splits = decode_max_splits(work, sms, bound);
+      splits = decode_max_splits(work, sms, bound, decode_split_len_);
       a.split_work = work;
       a.split_sms = sms;
     } else {
-      const SplitLayout layout = decode_split_layout(work, sms, d.max_kv_len);
+      const SplitLayout layout = decode_split_layout(work, sms, d.max_kv_len, decode_split_len_);
       splits = layout.num_splits;
       a.split_len = layout.split_len;
     }
@@ -1314,10 +1323,14 @@ class CudaBackend final : public Backend {
   // Decode steps leave DRAM idle through their latency-bound ops (the GDN recurrence, attention
   // over a short cache, norms); weights hinted here are pulled into L2 meanwhile by a small
   // kernel on a side stream forked from the main one, so the projection that follows reads
-  // them from L2. Nothing is written, so no ordering beyond the fork is needed; the side
-  // stream is joined back before a graph's capture ends.
+  // them from L2. Nothing is written, so no ordering beyond the fork is needed. Only while a
+  // decode graph is recorded (where batches this small run): the fork and the join back
+  // before the capture ends are then nodes of that graph, and no eager side work can outlive
+  // the weights or leave a capture joined to uncaptured work.
   void prefetch_weights(const std::vector<Tensor>& weights, int64_t tokens) override {
-    if (!side_prefetch_ || tokens > kSidePrefetchMaxTokens || !pdl_enabled()) return;
+    if (!side_prefetch_ || recording_ == nullptr || tokens > kSidePrefetchMaxTokens ||
+        !pdl_enabled())
+      return;
     L2PrefetchRanges r{};
     size_t budget = kSidePrefetchBytes;
     for (const Tensor& w : weights) {
@@ -1340,7 +1353,8 @@ class CudaBackend final : public Backend {
     side_pending_ = true;
   }
 
-  // The main stream waits for the side stream's prefetches (a capture must end joined).
+  // The main stream waits for the side stream's prefetches of this capture (a capture must end
+  // joined).
   void join_side_stream() {
     if (!side_pending_) return;
     BF_CUDA_CHECK(cudaEventRecord(side_join_, side_stream_));
@@ -1495,6 +1509,7 @@ class CudaBackend final : public Backend {
     forward();  // eagerly: GEMM choices, cuBLASLt plans, lazy kernel attributes
     BF_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     recording_ = graph.get();
+    side_pending_ = false;
     BF_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeRelaxed));
     try {
       forward();
@@ -1600,6 +1615,7 @@ class CudaBackend final : public Backend {
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
   bool gdn_fused_ = true;  // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops
   bool gdn_fused_forced_ = false;
+  int decode_split_len_ = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN (0: chosen by grid size)
   bool moe_fused_ = true;    // BLOCKFLASH_MOE_FUSED=0: decode MoE blocks as separate ops
   bool moe_fused_forced_ = false;
   Tensor moe_counter_;       // moe_block_decode's routing counter (zero between launches)

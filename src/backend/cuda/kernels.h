@@ -53,20 +53,36 @@ constexpr int kDecodeMaxSplits = 128;  // the combine kernel keeps one weight pe
 struct SplitLayout {
   int num_splits = 1, split_len = 0;
 };
-BF_HOST_DEVICE inline int decode_max_splits(int64_t work, int sms, int max_kv_len) {
-  if (work >= 2 * static_cast<int64_t>(sms) || max_kv_len <= kDecodeMinSplitLen) return 1;
-  const int64_t by_len = (max_kv_len + kDecodeMinSplitLen - 1) / kDecodeMinSplitLen;
+// The shortest split: 16 keys when even 64-key splits would leave most SMs idle (at most
+// sms / 32 (token, KV head) blocks: batch 1 of models with 2-4 KV heads, batch 2 with 2), else
+// 64. On the H200 at 1k context, whole decode steps in graphs (bench/NOTES.md): 35B-A3B (2 KV
+// heads) batch 1 3.12 / 3.13 ms with 16-key splits vs 3.20 / 3.18 with 64 (one call) and
+// 3.09 / 3.10 vs 3.11 / 3.15 (another); 27B (4 KV heads) batch 1 equal, batch 2 16.04 vs 15.63
+// (8 blocks: slower, hence the bound), 35B-A3B batch 8 slower with 16.
+// `forced` (BLOCKFLASH_DECODE_SPLIT_LEN=16|32|64) overrides it.
+BF_HOST_DEVICE inline int decode_min_split_len(int64_t work, int sms, int forced) {
+  if (forced > 0) return forced;
+  return work * 32 <= sms ? 16 : kDecodeMinSplitLen;
+}
+BF_HOST_DEVICE inline int decode_max_splits(int64_t work, int sms, int max_kv_len,
+                                            int forced_len = 0) {
+  const int min_len = decode_min_split_len(work, sms, forced_len);
+  if (work >= 2 * static_cast<int64_t>(sms) || max_kv_len <= min_len) return 1;
+  const int64_t by_len = (max_kv_len + min_len - 1) / min_len;
   const int64_t per_work = 4 * static_cast<int64_t>(sms) / (work > 1 ? work : 1);
   int64_t splits = by_len < per_work ? by_len : per_work;
   if (splits < 1) splits = 1;
   return static_cast<int>(splits < kDecodeMaxSplits ? splits : kDecodeMaxSplits);
 }
-BF_HOST_DEVICE inline SplitLayout decode_split_layout(int64_t work, int sms, int max_kv_len) {
+BF_HOST_DEVICE inline SplitLayout decode_split_layout(int64_t work, int sms, int max_kv_len,
+                                                      int forced_len = 0) {
+  const int min_len = decode_min_split_len(work, sms, forced_len);
   SplitLayout l;
-  l.num_splits = decode_max_splits(work, sms, max_kv_len);
+  l.num_splits = decode_max_splits(work, sms, max_kv_len, forced_len);
   if (l.num_splits > 1) {
-    // 64-aligned splits; the last may then be unused, so recount.
-    l.split_len = ((max_kv_len + l.num_splits - 1) / l.num_splits + 63) / 64 * 64;
+    // Splits aligned to min_len; the last may then be unused, so recount.
+    l.split_len =
+        ((max_kv_len + l.num_splits - 1) / l.num_splits + min_len - 1) / min_len * min_len;
     l.num_splits = (max_kv_len + l.split_len - 1) / l.split_len;
   }
   return l;
@@ -173,6 +189,7 @@ struct AttnArgs {
   // may use) and each block recomputes decode_split_layout(split_work, split_sms, live length).
   int64_t split_work = 0;
   int split_sms = 0;
+  int split_min_len = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN, 0: decode_min_split_len's choice
 };
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,
