@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <numeric>
 #include <random>
+#include <string>
 
 #include "backend/cuda/kernels.h"
 #include "cuda_test_util.h"
@@ -538,6 +539,37 @@ TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
   for (int hd : {128, 256})
     attention_case(*cpu_, *gpu_, rng_, {8, 1, hd, {{1, 8000, 0}, {1, 3000, 1}, {1, 17, 2}}});
   attention_case(*cpu_, *gpu_, rng_, {4, 4, 64, {{1, 20000, 0}}});
+}
+
+// The split-KV layout is host and device code (eager launches and graph replays); these are
+// its invariants, checked on the host (no GPU needed).
+TEST(DecodeSplitLayout, CoversTheContextAndFitsTheRecordedGrid) {
+  for (int sms : {48, 132, 170}) {
+    for (int64_t work : {1, 2, 3, 4, 5, 8, 9, 16, 64, 263, 264, 400}) {
+      const int min_len = cuda::decode_min_split_len(work, sms, 0);
+      EXPECT_EQ(min_len, work * 32 <= sms ? 16 : cuda::kDecodeMinSplitLen) << work << " " << sms;
+      for (int forced : {0, 16, 32, 64}) {
+        const int len_unit = forced > 0 ? forced : min_len;
+        for (int len : {1, 15, 16, 17, 63, 64, 65, 100, 1000, 1024, 4096, 65536}) {
+          SCOPED_TRACE("sms " + std::to_string(sms) + " work " + std::to_string(work) + " len " +
+                       std::to_string(len) + " forced " + std::to_string(forced));
+          const cuda::SplitLayout l = cuda::decode_split_layout(work, sms, len, forced);
+          ASSERT_GE(l.num_splits, 1);
+          ASSERT_LE(l.num_splits, cuda::kDecodeMaxSplits);
+          if (l.num_splits > 1) {
+            EXPECT_EQ(l.split_len % len_unit, 0);
+            EXPECT_LT(static_cast<int64_t>(l.num_splits - 1) * l.split_len, len);  // none empty
+            EXPECT_GE(static_cast<int64_t>(l.num_splits) * l.split_len, len);      // all covered
+          }
+          if (work >= 2 * sms) EXPECT_EQ(l.num_splits, 1);
+          // A graph's grid is recorded for its longest possible context: every live length up
+          // to that bound must fit in it.
+          for (int bound : {len, 2 * len, 1 << 20})
+            EXPECT_LE(l.num_splits, cuda::decode_max_splits(work, sms, bound, forced));
+        }
+      }
+    }
+  }
 }
 
 TEST_F(CudaOps, PagedAttentionVerifyNonCausalWindow) { verify_window_cases(*cpu_, *gpu_, rng_); }
