@@ -31,3 +31,9 @@ if [ -f .gpu-moe-down-early/bundle.tar.xz ]; then
   for r in 1 2 3; do for bin in main moe-down-early; do
     decode $bin qwen3.5-35b-a3b "1 2"; done; done
 fi
+if [ -f .gpu-state-prewait/bundle.tar.xz ]; then
+  unpack state-prewait .gpu-state-prewait/bundle.tar.xz
+  tests state-prewait 'CudaOps.GatedDelta*:CudaOps.CausalConv1d*:*Golden*:*Graph*'
+  for r in 1 2; do for bin in main state-prewait; do for m in qwen3.5-35b-a3b qwen3.5-27b; do
+    decode $bin $m "1 2 8"; done; done; done
+fi
