@@ -1,5 +1,7 @@
-// take_columns (layers.h): reading the parts of a fused projection's output.
+// Helpers the mixers share (layers.h): reading the parts of a fused projection's output, and
+// the weight hint issued once it is launched.
 #include <cstdint>
+#include <vector>
 
 #include "model/layers.h"
 
@@ -16,6 +18,13 @@ Tensor take_columns(Backend& be, const Tensor& x, int64_t begin, int64_t width) 
   Tensor out = be.empty({x.dim(0), width}, x.dtype());
   be.slice_columns(x, begin, out);
   return out;
+}
+
+void hint_weights_after_projection(Backend& be, const Tensor& out_proj,
+                                   const std::vector<Tensor>& next, int64_t tokens) {
+  std::vector<Tensor> ahead{out_proj};
+  ahead.insert(ahead.end(), next.begin(), next.end());
+  be.prefetch_weights(ahead, tokens);
 }
 
 }  // namespace bf

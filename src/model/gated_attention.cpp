@@ -29,9 +29,7 @@ void GatedAttention::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   Tensor projected = be.empty({T, q_width + 2 * kv_width});  // [T, q|gate per head | k | v]
   be.matmul(x, qkv_proj, projected);
   // Norms, RoPE and attention over the cache move little weight data: bring o_proj in.
-  std::vector<Tensor> ahead{o_proj};
-  ahead.insert(ahead.end(), prefetch_next.begin(), prefetch_next.end());
-  be.prefetch_weights(ahead, T);
+  hint_weights_after_projection(be, o_proj, prefetch_next, T);
   Tensor q_and_gate = take_columns(be, projected, 0, q_width).reshape({T * hq, 2 * hd});
   Tensor gate = be.empty({T * hq, hd});
   be.slice_columns(q_and_gate, hd, gate);

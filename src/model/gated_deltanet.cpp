@@ -33,9 +33,7 @@ void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   Tensor projected = be.empty({T, in_proj.dim(0)});  // [T, q | k | v | z | b | a]
   be.matmul(x, in_proj, projected);
   // The recurrence in between moves little data: time to bring out_proj (and what follows) in.
-  std::vector<Tensor> ahead{out_proj};
-  ahead.insert(ahead.end(), prefetch_next.begin(), prefetch_next.end());
-  be.prefetch_weights(ahead, T);
+  hint_weights_after_projection(be, out_proj, prefetch_next, T);
   GdnDims dims{.num_k_heads = static_cast<int32_t>(hk),
                .num_v_heads = static_cast<int32_t>(hv),
                .k_head_dim = static_cast<int32_t>(dk),

@@ -17,6 +17,12 @@ namespace bf {
 // aligned (the kernels' vector width); otherwise a copy made with slice_columns.
 Tensor take_columns(Backend& be, const Tensor& x, int64_t begin, int64_t width);
 
+// Called by a mixer once its input projection is launched: hints its output projection, then
+// `next` (the MLP's always-read weights), to be read after the latency-bound ops in between
+// (Backend::prefetch_weights).
+void hint_weights_after_projection(Backend& be, const Tensor& out_proj,
+                                   const std::vector<Tensor>& next, int64_t tokens);
+
 // Gated DeltaNet (linear attention) mixer. State in a GdnStatePool slot per sequence.
 struct GatedDeltaNet {
   // The checkpoint's four input projections stacked by rows, one GEMM:

@@ -278,7 +278,7 @@ class CudaBackend final : public Backend {
       const int len = std::atoi(e);
       BF_CHECK(len == 16 || len == 32 || len == 64,
                "BLOCKFLASH_DECODE_SPLIT_LEN must be 16, 32 or 64, got '", e, "'");
-      decode_split_len_ = len;
+      forced_split_len_ = len;
     }
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
@@ -1224,18 +1224,18 @@ class CudaBackend final : public Backend {
     // Split the keys when the grid would be too small to fill the GPU (long-context decode).
     const int64_t work = simt_rows * hkv * ((hq / hkv + 7) / 8);  // blocks before splitting
     const int sms = std::max(1, ctx_.caps.num_sms);
-    a.split_min_len = decode_split_len_;
+    a.forced_split_len = forced_split_len_;
     int splits = 1;
     if (d.live_max_kv_len != nullptr) {
       // A graph: the grid has room for the splits of the longest context its block tables
       // hold; each replay's kernels take the layout of the live max kv length.
       const int bound = static_cast<int>(std::min<int64_t>(int64_t{graph_max_blocks_} * block_size,
                                                            int64_t{1} << 30));
-      splits = decode_max_splits(work, sms, bound, decode_split_len_);
+      splits = decode_max_splits(work, sms, bound, forced_split_len_);
       a.split_work = work;
       a.split_sms = sms;
     } else {
-      const SplitLayout layout = decode_split_layout(work, sms, d.max_kv_len, decode_split_len_);
+      const SplitLayout layout = decode_split_layout(work, sms, d.max_kv_len, forced_split_len_);
       splits = layout.num_splits;
       a.split_len = layout.split_len;
     }
@@ -1328,6 +1328,8 @@ class CudaBackend final : public Backend {
   // before the capture ends are then nodes of that graph, and no eager side work can outlive
   // the weights or leave a capture joined to uncaptured work.
   void prefetch_weights(const std::vector<Tensor>& weights, int64_t tokens) override {
+    // Off with BLOCKFLASH_PDL=0 too: it was measured only on top of PDL, and that switch
+    // restores the step as it was before both.
     if (!side_prefetch_ || recording_ == nullptr || tokens > kSidePrefetchMaxTokens ||
         !pdl_enabled())
       return;
@@ -1615,7 +1617,7 @@ class CudaBackend final : public Backend {
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
   bool gdn_fused_ = true;  // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops
   bool gdn_fused_forced_ = false;
-  int decode_split_len_ = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN (0: chosen by grid size)
+  int forced_split_len_ = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN (0: chosen by grid size)
   bool moe_fused_ = true;    // BLOCKFLASH_MOE_FUSED=0: decode MoE blocks as separate ops
   bool moe_fused_forced_ = false;
   Tensor moe_counter_;       // moe_block_decode's routing counter (zero between launches)

@@ -189,7 +189,7 @@ struct AttnArgs {
   // may use) and each block recomputes decode_split_layout(split_work, split_sms, live length).
   int64_t split_work = 0;
   int split_sms = 0;
-  int split_min_len = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN, 0: decode_min_split_len's choice
+  int forced_split_len = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN; 0: decode_min_split_len chooses
 };
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,

@@ -30,7 +30,7 @@ __global__ void kv_write_kernel(const void* k, int k_dt, const void* v, int v_dt
 // max kv length gives (splits past it exit at once and the combine never reads them).
 __device__ __forceinline__ SplitLayout launch_splits(const AttnArgs& a, const DeviceBatch& b) {
   if (b.live_max_kv_len == nullptr) return SplitLayout{a.num_splits, a.split_len};
-  return decode_split_layout(a.split_work, a.split_sms, *b.live_max_kv_len, a.split_min_len);
+  return decode_split_layout(a.split_work, a.split_sms, *b.live_max_kv_len, a.forced_split_len);
 }
 
 constexpr int kWarps = 4;
