@@ -385,7 +385,7 @@ __global__ void __launch_bounds__(256) moe_gate_up_fused_kernel(MoeDecodeArgs a)
   const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
   const bool shared = j == a.top_k;
   const int64_t inter = shared ? a.shared_inter : a.inter;
-  pdl_wait();
+  pdl_wait();  // by every block before any exits: the down kernel relies on it (see there)
   if (r >= inter) return;
   const __nv_bfloat16* base =
       shared ? a.shared_gate_up
@@ -418,20 +418,26 @@ __global__ void __launch_bounds__(256) moe_down_fused_kernel(MoeDecodeArgs a) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 8 + warp;
   const int64_t t = blockIdx.y;
   const int slots = moe_slots(a);
-  pdl_wait();
-  if (threadIdx.x < a.top_k) s_ids[threadIdx.x] = a.ids[t * a.top_k + threadIdx.x];
-  if (threadIdx.x < slots) s_w[threadIdx.x] = a.weights[t * slots + threadIdx.x];
+  // The routing was written by the router, two launches back, which is complete once this grid
+  // runs: a PDL grid starts only after every block of the one before (gate/up) passed its
+  // pdl_wait, which returned only after the router finished. So the routing is read, and the
+  // first round of down weights requested, before waiting for gate/up's activations; through
+  // L2 (__ldcg: no stale L1 line from an earlier replay, and ptxas keeps these loads above the
+  // wait).
+  if (threadIdx.x < a.top_k) s_ids[threadIdx.x] = __ldcg(a.ids + t * a.top_k + threadIdx.x);
+  if (threadIdx.x < slots) s_w[threadIdx.x] = __ldcg(a.weights + t * slots + threadIdx.x);
   __syncthreads();
-  if (c >= a.hidden) return;
+  const bool live = c < a.hidden;
   const int routed_chunks = static_cast<int>(a.inter / 8);
   const int routed = routed_chunks * a.top_k;
-  const int total = routed + (a.shared_down != nullptr ? static_cast<int>(a.shared_inter / 8) : 0);
+  const int total =
+      live ? routed + (a.shared_down != nullptr ? static_cast<int>(a.shared_inter / 8) : 0) : 0;
   const float* act = a.act + t * slots * a.act_stride;
-  float acc = 0.0f;
-  for (int i0 = lane; i0 < total; i0 += 32 * kLoads) {
-    uint4 w[kLoads];
-    const float* ap[kLoads];
-    float scale[kLoads];
+  uint4 w[kLoads];
+  const float* ap[kLoads];
+  float scale[kLoads];
+  // The kLoads (slot, 8-row chunk) pairs of a round, i0 + 32u: weights, their act rows, scales.
+  auto load_round = [&](int i0) {
 #pragma unroll
     for (int u = 0; u < kLoads; ++u) {
       const int i = i0 + 32 * u;
@@ -440,17 +446,24 @@ __global__ void __launch_bounds__(256) moe_down_fused_kernel(MoeDecodeArgs a) {
       scale[u] = 0.0f;
       if (i < routed) {
         const int k = i / routed_chunks, ch = i - k * routed_chunks;
-        w[u] = __ldg(reinterpret_cast<const uint4*>(
+        w[u] = __ldcg(reinterpret_cast<const uint4*>(
             a.down + (static_cast<int64_t>(s_ids[k]) * a.hidden + c) * a.inter + ch * 8));
         ap[u] = act + k * a.act_stride + ch * 8;
         scale[u] = s_w[k];
       } else if (i < total) {
         const int ch = i - routed;
-        w[u] = __ldg(reinterpret_cast<const uint4*>(a.shared_down + c * a.shared_inter + ch * 8));
+        w[u] = __ldcg(reinterpret_cast<const uint4*>(a.shared_down + c * a.shared_inter + ch * 8));
         ap[u] = act + a.top_k * a.act_stride + ch * 8;
         scale[u] = s_w[a.top_k];
       }
     }
+  };
+  load_round(lane);
+  pdl_wait();  // act (gate/up's output) is read, and out written, only after this
+  if (!live) return;
+  float acc = 0.0f;
+  for (int i0 = lane; i0 < total; i0 += 32 * kLoads) {
+    if (i0 != lane) load_round(i0);
 #pragma unroll
     for (int u = 0; u < kLoads; ++u)
       if (i0 + 32 * u < total) acc += scale[u] * dot8_f32(ap[u], w[u]);
