@@ -17,7 +17,6 @@ constexpr int kWarpsPerBlock = 4;
 template <int DK>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     delta_recurrent_kernel(DeltaArgs a, DeviceBatch b) {
-  pdl_wait();
   constexpr int KPL = (DK + 31) / 32;  // q/k elements per lane
   __shared__ float qk_s[kWarpsPerBlock][2][DK];
   const SeqInfo seq = b.seqs[blockIdx.x];
@@ -25,16 +24,28 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int dv = a.dv;
   const int j_raw = (blockIdx.z * kWarpsPerBlock + warp) * 32 + lane;
-  if (seq.query_len == 0 || (blockIdx.z * kWarpsPerBlock + warp) * 32 >= dv) return;
-  if (seq.snapshot_offset < 0 && seq.query_len >= a.chunk_min_len) return;  // the chunked kernel's
+  // Every block waits before it exits, also those with nothing to do: a kernel after this one
+  // may rely on this grid's blocks all having passed the wait (bench/NOTES.md, PDL).
+  if (seq.query_len == 0 || (blockIdx.z * kWarpsPerBlock + warp) * 32 >= dv ||
+      (seq.snapshot_offset < 0 && seq.query_len >= a.chunk_min_len)) {  // the chunked kernel's
+    pdl_wait();
+    return;
+  }
   const bool col = j_raw < dv;
   const int j = col ? j_raw : 0;
   const int kh = h / (a.hv / a.hk);
   const int64_t state_size = static_cast<int64_t>(DK) * dv;
   float* slot = a.state + (static_cast<int64_t>(seq.state_slot) * a.hv + h) * state_size;
+  // The state column is read before waiting for the kernels just before (programmatic
+  // dependent launch): a slot's recurrent state was last written by this layer's kernel in an
+  // earlier forward pass, many launches back, and the batch metadata was uploaded before the
+  // pass began; so its 128 loads overlap the gates kernel instead of following it. Through L2
+  // (__ldcg), which ptxas keeps above the wait. q, k, v, g and beta come from the kernels just
+  // before: read after it.
   float S[DK];
 #pragma unroll
-  for (int i = 0; i < DK; ++i) S[i] = seq.num_computed > 0 && col ? slot[i * dv + j] : 0.0f;
+  for (int i = 0; i < DK; ++i) S[i] = seq.num_computed > 0 && col ? __ldcg(slot + i * dv + j) : 0.0f;
+  pdl_wait();
   const bool snapshots = seq.snapshot_offset >= 0;
   const float q_scale = rsqrtf(static_cast<float>(DK));
   float* qs = qk_s[warp][0];

@@ -11,16 +11,22 @@ constexpr int kMaxKernel = 8;
 
 __global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, int64_t conv_dim,
                               int kernel, DeviceBatch b, float* state, void* out, int out_dt) {
-  pdl_wait();
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const SeqInfo seq = b.seqs[blockIdx.y];
-  if (c >= conv_dim || seq.query_len == 0) return;
+  if (c >= conv_dim || seq.query_len == 0) {
+    pdl_wait();  // every thread waits before exiting (a later kernel may rely on it)
+    return;
+  }
   const int history = kernel - 1;
   float win[kMaxKernel];
   float wt[kMaxKernel];
+  // The weights and this channel's conv state (last written by this layer's kernel in an
+  // earlier forward pass) are read before waiting for the projection just before; its output
+  // x only after.
   for (int j = 0; j < kernel; ++j) wt[j] = ld(w, w_dt, c * kernel + j);
   float* slot = state + (static_cast<int64_t>(seq.state_slot) * conv_dim + c) * history;
-  for (int j = 0; j < history; ++j) win[j] = seq.num_computed > 0 ? slot[j] : 0.0f;
+  for (int j = 0; j < history; ++j) win[j] = seq.num_computed > 0 ? __ldcg(slot + j) : 0.0f;
+  pdl_wait();
   const bool snapshots = seq.snapshot_offset >= 0;
   for (int t = 0; t < seq.query_len; ++t) {
     const int64_t idx = static_cast<int64_t>(seq.query_start + t) * conv_dim + c;
