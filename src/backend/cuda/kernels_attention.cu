@@ -33,22 +33,21 @@ __device__ __forceinline__ SplitLayout launch_splits(const AttnArgs& a, const De
   return decode_split_layout(a.split_work, a.split_sms, *b.live_max_kv_len, a.forced_split_len);
 }
 
+// Up to kMaxG query heads of one KV head per block (a GQA group: each K/V row is read once
+// for all of them); four warps take the keys in turn, kKeysPerStep rows each per step. A warp
+// walks the heads in a loop with q, o, m and l in shared memory: the former form held them in
+// registers, so every head's code was unrolled (~10k instructions at head_dim 256) and a
+// launch spent ~20 us fetching instructions at any context length. Small code and few
+// registers also let several blocks share an SM, which is what keeps rows in flight at large
+// batches. At the end the warps' (m, l, o) are merged through shared memory.
+constexpr int kMaxG = 8;
 constexpr int kWarps = 4;
 // Keys a warp loads before using any: the loop is latency-bound (a block-table read, then the
 // K/V rows), so more rows in flight per step is what shortens it.
-constexpr int kUnroll = 4;
+constexpr int kKeysPerStep = 4;
 
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ void from_f(float v, __nv_bfloat16* p) { *p = __float2bfloat16(v); }
-__device__ __forceinline__ void from_f(float v, float* p) { *p = v; }
-
-template <int HD, typename T>
-__device__ __forceinline__ void load_row(const T* p, float (&x)[HD / 32], int lane) {
-  constexpr int V = HD / 32;
-#pragma unroll
-  for (int e = 0; e < V; ++e) x[e] = to_f(p[lane * V + e]);
-}
 
 // A lane's HD/32 elements of a K or V row, kept as stored (bf16 halves the registers of the
 // rows in flight) and read with the widest aligned loads (rows start at multiples of HD
@@ -72,19 +71,52 @@ struct LaneSlice {
   }
 };
 
-// Up to kMaxG query heads of one KV head per block: each K/V row is read once for all of them.
-constexpr int kMaxG = 8;
+// The key range [lo, hi) of query row t inside this block's split; empty for padding rows.
+struct KeyRange {
+  int lo = 0, hi = 0;
+};
+__device__ __forceinline__ KeyRange key_range(const AttnArgs& a, const SeqInfo& seq, int t,
+                                              int split, const SplitLayout& splits) {
+  KeyRange r;
+  const int kv_len = seq.num_computed + seq.query_len;
+  const int p = seq.num_computed + (t - seq.query_start);
+  r.hi = a.causal ? p + 1 : kv_len;
+  r.lo = a.sliding_window > 0 ? max(0, p - a.sliding_window + 1) : 0;
+  if (splits.num_splits > 1) {
+    r.lo = max(r.lo, split * splits.split_len);
+    r.hi = min(r.hi, (split + 1) * splits.split_len);
+  }
+  return r;
+}
+
+// Element offsets in the cache of keys j0 .. j0 + kKeysPerStep - 1 (past the range: key lo,
+// loaded and masked) for KV head kvh, through the block table.
+__device__ __forceinline__ void key_offsets(const AttnArgs& a, const int32_t* table, int kvh,
+                                            int hd, const KeyRange& keys, int j0,
+                                            int64_t (&off)[kKeysPerStep]) {
+  const int64_t pos_stride = static_cast<int64_t>(a.hkv) * hd;
+#pragma unroll
+  for (int u = 0; u < kKeysPerStep; ++u) {
+    const int j = j0 + u < keys.hi ? j0 + u : keys.lo;
+    const int64_t slot =
+        static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
+    off[u] = slot * pos_stride + static_cast<int64_t>(kvh) * hd;
+  }
+}
 
 template <int HD, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_simt_kernel(AttnArgs a, DeviceBatch b) {
-  pdl_wait();
   constexpr int V = HD / 32;
+  constexpr int kStride = kWarps * kKeysPerStep;  // keys between a warp's steps
+  __shared__ float sm_q[kMaxG][HD];               // scaled q of the block's heads
+  __shared__ float sm_o[kWarps][kMaxG][HD];       // each warp's unnormalised o per head
   __shared__ float sm_m[kWarps][kMaxG], sm_l[kWarps][kMaxG];
-  __shared__ float sm_acc[kWarps][kMaxG][HD];
+  // The batch's metadata and block tables are on the device before the step's first kernel,
+  // so they are read before waiting on the kernels just before (which write q and the newest
+  // K/V rows); the first step's table reads with them.
   const int t = blockIdx.x, split = blockIdx.z;
   const SplitLayout splits = launch_splits(a, b);
-  if (split >= splits.num_splits) return;
   const int group = a.hq / a.hkv;
   const int chunks = (group + kMaxG - 1) / kMaxG;
   const int kvh = blockIdx.y / chunks;
@@ -92,99 +124,92 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int G = min(kMaxG, kvh * group + group - h0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int si = b.token_seq[t];
-  int lo = 0, hi = 0;
+  KeyRange keys;
   SeqInfo seq{};
   if (si >= 0) {
     seq = b.seqs[si];
-    if (seq.query_len >= a.simt_skip_query_len) return;  // the flash kernel's rows
-    const int kv_len = seq.num_computed + seq.query_len;
-    const int p = seq.num_computed + (t - seq.query_start);
-    hi = a.causal ? p + 1 : kv_len;
-    lo = a.sliding_window > 0 ? max(0, p - a.sliding_window + 1) : 0;
+    keys = key_range(a, seq, t, split, splits);
   }
-  if (splits.num_splits > 1) {
-    lo = max(lo, split * splits.split_len);
-    hi = min(hi, (split + 1) * splits.split_len);
-  }
-  float q[kMaxG][V];
-#pragma unroll
-  for (int g = 0; g < kMaxG; ++g) {
-    if (g < G) {
-      load_row<HD>(static_cast<const T*>(a.q) + (static_cast<int64_t>(t) * a.hq + h0 + g) * HD, q[g], lane);
-#pragma unroll
-      for (int e = 0; e < V; ++e) q[g][e] *= a.scale;
-    } else {
-#pragma unroll
-      for (int e = 0; e < V; ++e) q[g][e] = 0.0f;
-    }
-  }
+  const int32_t* table = b.block_tables + seq.table_offset;
+  const int first = keys.lo + warp * kKeysPerStep;
+  int64_t off[kKeysPerStep];
+  const bool work = split < splits.num_splits &&
+                    (si < 0 || seq.query_len < a.simt_skip_query_len);  // else: flash rows
+  if (work && first < keys.hi) key_offsets(a, table, kvh, HD, keys, first, off);
+  pdl_wait();
+  if (!work) return;
+
   const T* kc = static_cast<const T*>(a.k_cache);
   const T* vc = static_cast<const T*>(a.v_cache);
-  const int32_t* table = b.block_tables + seq.table_offset;
-  const int64_t pos_stride = static_cast<int64_t>(a.hkv) * HD;
-
-  float m[kMaxG], l[kMaxG], acc[kMaxG][V];
+  LaneSlice<HD, T> kk[kKeysPerStep], vv[kKeysPerStep];
+  if (first < keys.hi) {
 #pragma unroll
-  for (int g = 0; g < kMaxG; ++g) {
-    m[g] = -FLT_MAX;
-    l[g] = 0.0f;
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[g][e] = 0.0f;
-  }
-  for (int j0 = lo + warp * kUnroll; j0 < hi; j0 += kWarps * kUnroll) {
-    LaneSlice<HD, T> kk[kUnroll], vv[kUnroll];
-    int64_t off[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {  // every table read, then every row load, then math
-      const int j = j0 + u;
-      const int jj = j < hi ? j : lo;
-      const int64_t slot =
-          static_cast<int64_t>(table[jj / a.block_size]) * a.block_size + jj % a.block_size;
-      off[u] = slot * pos_stride + static_cast<int64_t>(kvh) * HD;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kKeysPerStep; ++u) {
       kk[u].load(kc + off[u], lane);
       vv[u].load(vc + off[u], lane);
     }
+  }
+  const T* q = static_cast<const T*>(a.q) + (static_cast<int64_t>(t) * a.hq + h0) * HD;
+  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) sm_q[i / HD][i % HD] = to_f(q[i]) * a.scale;
+  for (int g = 0; g < G; ++g) {
 #pragma unroll
-    for (int g = 0; g < kMaxG; ++g) {
-      if (g >= G) continue;
-      float sc[kUnroll];
+    for (int e = 0; e < V; ++e) sm_o[warp][g][lane * V + e] = 0.0f;
+  }
+  if (lane < G) {
+    sm_m[warp][lane] = -FLT_MAX;
+    sm_l[warp][lane] = 0.0f;
+  }
+  __syncthreads();
+
+  for (int j0 = first; j0 < keys.hi; j0 += kStride) {
+    if (j0 != first) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kKeysPerStep; ++u) {
+        kk[u].load(kc + off[u], lane);
+        vv[u].load(vc + off[u], lane);
+      }
+    }
+    // The next step's table reads go out while these rows are in flight.
+    if (j0 + kStride < keys.hi) key_offsets(a, table, kvh, HD, keys, j0 + kStride, off);
+#pragma unroll 2
+    for (int g = 0; g < G; ++g) {
+      float qg[V], o[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        qg[e] = sm_q[g][lane * V + e];
+        o[e] = sm_o[warp][g][lane * V + e];
+      }
+      float sc[kKeysPerStep];
+      const float m_old = sm_m[warp][g];
+      float m_new = m_old;
+#pragma unroll
+      for (int u = 0; u < kKeysPerStep; ++u) {
         float dot = 0.0f;
 #pragma unroll
-        for (int e = 0; e < V; ++e) dot += q[g][e] * kk[u].at(e);
+        for (int e = 0; e < V; ++e) dot += qg[e] * kk[u].at(e);
         sc[u] = warp_sum<32>(dot);
+        if (j0 + u < keys.hi) m_new = fmaxf(m_new, sc[u]);
       }
-      float m_new = m[g];
+      const float corr = __expf(m_old - m_new);
+      float l = sm_l[warp][g] * corr;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (j0 + u < hi) m_new = fmaxf(m_new, sc[u]);
-      const float corr = __expf(m[g] - m_new);
-      l[g] *= corr;
+      for (int e = 0; e < V; ++e) o[e] *= corr;
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[g][e] *= corr;
+      for (int u = 0; u < kKeysPerStep; ++u) {
+        const float pr = j0 + u < keys.hi ? __expf(sc[u] - m_new) : 0.0f;
+        l += pr;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const float pr = j0 + u < hi ? __expf(sc[u] - m_new) : 0.0f;
-        l[g] += pr;
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[g][e] += pr * vv[u].at(e);
+        for (int e = 0; e < V; ++e) o[e] += pr * vv[u].at(e);
       }
-      m[g] = m_new;
-    }
-  }
 #pragma unroll
-  for (int g = 0; g < kMaxG; ++g) {
-    if (g >= G) continue;
-    if (lane == 0) {
-      sm_m[warp][g] = m[g];
-      sm_l[warp][g] = l[g];
+      for (int e = 0; e < V; ++e) sm_o[warp][g][lane * V + e] = o[e];
+      __syncwarp();  // every lane has read this head's m and l before lane 0 replaces them
+      if (lane == 0) {
+        sm_m[warp][g] = m_new;
+        sm_l[warp][g] = l;
+      }
+      __syncwarp();
     }
-#pragma unroll
-    for (int e = 0; e < V; ++e) sm_acc[warp][g][lane * V + e] = acc[g][e];
   }
   __syncthreads();
   for (int g = 0; g < G; ++g) {
@@ -192,16 +217,15 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sm_m[w][g]);
     float L = 0.0f;
     for (int w = 0; w < kWarps; ++w) L += sm_l[w][g] * __expf(sm_m[w][g] - M);
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
     const int64_t out_off = (static_cast<int64_t>(t) * a.hq + h0 + g) * HD;
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
       float o = 0.0f;
-      for (int w = 0; w < kWarps; ++w) o += sm_acc[w][g][d] * __expf(sm_m[w][g] - M);
-      o = L > 0.0f ? o / L : 0.0f;
-      if (splits.num_splits > 1) {
-        a.partial_o[(static_cast<int64_t>(split) * b.num_tokens * a.hq) * HD + out_off + d] = o;
-      } else {
-        from_f(o, static_cast<T*>(a.out) + out_off + d);
-      }
+      for (int w = 0; w < kWarps; ++w) o += sm_o[w][g][d] * __expf(sm_m[w][g] - M);
+      if (splits.num_splits > 1)
+        a.partial_o[static_cast<int64_t>(split) * b.num_tokens * a.hq * HD + out_off + d] = o * inv;
+      else
+        st(a.out, std::is_same_v<T, float> ? kDtF32 : kDtBF16, out_off + d, o * inv);
     }
     if (splits.num_splits > 1 && threadIdx.x == 0) {
       const int64_t ml = (static_cast<int64_t>(split) * b.num_tokens * a.hq + t * a.hq + h0 + g) * 2;
@@ -212,20 +236,24 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // out[t, h] = Σ_s w_s o_s / Σ_s w_s with w_s = e^{m_s − M} l_s: one block per (row, head); the
-// split weights go to shared memory once (thread s reads split s), then each thread sums its
-// head_dim columns over the splits with independent loads.
-constexpr int kCombineThreads = 128;
+// split weights go to shared memory once (thread s reads split s). Then the threads split into
+// groups of head_dim/4 (one float4 column each), each group summing every groups-th split, so
+// a thread has up to 8 independent loads in flight; shared memory adds the groups up.
+constexpr int kCombineThreads = 256;
 static_assert(kCombineThreads >= kDecodeMaxSplits, "one thread per split's weight");
 __global__ void __launch_bounds__(kCombineThreads)
     attention_combine_kernel(AttnArgs a, DeviceBatch b, int num_tokens) {
-  pdl_wait();
   __shared__ float weight[kDecodeMaxSplits];
   __shared__ float scratch[32];
+  __shared__ float4 group_sum[kCombineThreads];
   const int t = blockIdx.x, h = blockIdx.y;
+  // Metadata before the wait (see attention_simt_kernel), partials after it.
   const int num_splits = launch_splits(a, b).num_splits;
-  if (num_splits == 1) return;  // graph replay of a short context: the kernel wrote out
   const int si = b.token_seq[t];
-  if (si >= 0 && b.seqs[si].query_len >= a.simt_skip_query_len) return;  // flash rows
+  const bool flash_row = si >= 0 && b.seqs[si].query_len >= a.simt_skip_query_len;
+  pdl_wait();
+  if (num_splits == 1) return;  // graph replay of a short context: the kernel wrote out
+  if (flash_row) return;
   const int64_t row = static_cast<int64_t>(t) * a.hq + h;
   const int64_t plane = static_cast<int64_t>(num_tokens) * a.hq;
   const int s = threadIdx.x;
@@ -245,13 +273,36 @@ __global__ void __launch_bounds__(kCombineThreads)
   if (s < num_splits) weight[s] = ws;
   const float L = block_sum(ws, scratch);  // its barriers also publish weight[]
   const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-  for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
-    float o = 0.0f;
-#pragma unroll 4
-    for (int j = 0; j < num_splits; ++j)
-      o += weight[j] * a.partial_o[(j * plane + row) * a.hd + d];
-    st(a.out, a.dt, row * a.hd + d, o * inv);
+  const int columns = a.hd / 4;  // head_dim is 32..256, so 8..64 float4 columns
+  const int groups = kCombineThreads / columns;
+  const int c = threadIdx.x % columns, g = threadIdx.x / columns;
+  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  const float4* po = reinterpret_cast<const float4*>(a.partial_o + row * a.hd) + c;
+  const int64_t split_stride = plane * a.hd / 4;  // float4s from one split's row to the next
+#pragma unroll 8
+  for (int j = g; j < num_splits; j += groups) {
+    const float4 v = po[j * split_stride];
+    const float w = weight[j];
+    o.x += w * v.x;
+    o.y += w * v.y;
+    o.z += w * v.z;
+    o.w += w * v.w;
   }
+  group_sum[threadIdx.x] = o;
+  __syncthreads();
+  if (g != 0) return;
+  for (int k = 1; k < groups; ++k) {
+    const float4 v = group_sum[k * columns + c];
+    o.x += v.x;
+    o.y += v.y;
+    o.z += v.z;
+    o.w += v.w;
+  }
+  const int64_t base = row * a.hd + 4 * c;
+  st(a.out, a.dt, base + 0, o.x * inv);
+  st(a.out, a.dt, base + 1, o.y * inv);
+  st(a.out, a.dt, base + 2, o.z * inv);
+  st(a.out, a.dt, base + 3, o.w * inv);
 }
 
 }  // namespace
