@@ -202,13 +202,24 @@ class Backend {
   // Optional fused form of Qwen3.5-MoE's whole sparse block for decode-sized batches:
   // out = moe_experts(x, router, gate_up, down, top_k) + sigmoid(x · shared_gateᵀ) ·
   // swiglu(x, shared_gate_up, shared_down), the shared expert's three tensors ([2Is, H],
-  // [H, Is], [1, H]) undefined when the model has none. Returns false, doing nothing, where the
-  // backend has no fused form for this batch (the default): the caller runs the separate ops.
+  // [H, Is], [1, H]) undefined when the model has none. With `norm` (may be null), the
+  // residual add and RMSNorm in front of the block are folded in: the op first does
+  // add_rms_norm(*norm->residual, *norm->addend, *norm->weight, eps, one_centered, x), writing
+  // x (out may be the addend). Returns false, doing nothing, where the backend has no fused form
+  // for this batch (the default): the caller runs the separate ops.
+  struct FoldedNorm {
+    Tensor* residual;
+    const Tensor* addend;
+    const Tensor* weight;
+    float eps;
+    bool one_centered;
+  };
   virtual bool moe_block_decode(const Tensor& x, const Tensor& router, const Tensor& gate_up,
                                 const Tensor& down, int32_t top_k, const Tensor& shared_gate_up,
-                                const Tensor& shared_down, const Tensor& shared_gate, Tensor& out) {
+                                const Tensor& shared_down, const Tensor& shared_gate, Tensor& out,
+                                const FoldedNorm* norm) {
     (void)x, (void)router, (void)gate_up, (void)down, (void)top_k, (void)shared_gate_up,
-        (void)shared_down, (void)shared_gate, (void)out;
+        (void)shared_down, (void)shared_gate, (void)out, (void)norm;
     return false;
   }
 

@@ -73,12 +73,7 @@ void FeedForward::forward(Backend& be, const ModelConfig& c, const Tensor& x, Te
     swiglu(be, x, gate_up_proj, down_proj, out);
     return;
   }
-  const Tensor none;
-  if (be.moe_block_decode(x, router, experts_gate_up, experts_down, c.num_experts_per_tok,
-                          has_shared_expert ? gate_up_proj : none,
-                          has_shared_expert ? down_proj : none,
-                          has_shared_expert ? shared_expert_gate : none, out))
-    return;
+  if (moe_block_decode(be, c, x, out, nullptr)) return;
   be.moe_experts(x, router, experts_gate_up, experts_down, c.num_experts_per_tok, out);
   if (!has_shared_expert) return;
   const int64_t T = x.dim(0);
@@ -88,6 +83,21 @@ void FeedForward::forward(Backend& be, const ModelConfig& c, const Tensor& x, Te
   be.matmul(x, shared_expert_gate, shared_gate);
   be.sigmoid_scale_rows(shared, shared_gate);
   be.add(out, shared);
+}
+
+bool FeedForward::moe_block_decode(Backend& be, const ModelConfig& c, const Tensor& x,
+                                   Tensor& out, const Backend::FoldedNorm* norm) const {
+  const Tensor none;
+  return be.moe_block_decode(x, router, experts_gate_up, experts_down, c.num_experts_per_tok,
+                             has_shared_expert ? gate_up_proj : none,
+                             has_shared_expert ? down_proj : none,
+                             has_shared_expert ? shared_expert_gate : none, out, norm);
+}
+
+bool FeedForward::forward_folding_norm(Backend& be, const ModelConfig& c,
+                                       const Backend::FoldedNorm& norm, Tensor& x,
+                                       Tensor& out) const {
+  return is_moe && moe_block_decode(be, c, x, out, &norm);
 }
 
 std::vector<Tensor> FeedForward::weights_read_by_every_token() const {

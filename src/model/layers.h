@@ -74,6 +74,10 @@ struct FeedForward {
 
   void load(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
   void forward(Backend& be, const ModelConfig& config, const Tensor& x, Tensor& out) const;
+  // forward(x) with x = add_rms_norm(norm) computed inside the block where the backend folds it
+  // in (Backend::moe_block_decode; x is written too); false, doing nothing, where it does not.
+  bool forward_folding_norm(Backend& be, const ModelConfig& config,
+                            const Backend::FoldedNorm& norm, Tensor& x, Tensor& out) const;
   // The weights every token reads whatever the routing, in the order the block reads them
   // (router, shared gate, shared expert; a dense MLP's gate|up and down): what can be
   // prefetched before the block's input exists.
@@ -81,6 +85,8 @@ struct FeedForward {
 
  private:
   void load_experts(CheckpointReader& reader, const std::string& prefix, const ModelConfig& config);
+  bool moe_block_decode(Backend& be, const ModelConfig& config, const Tensor& x, Tensor& out,
+                        const Backend::FoldedNorm* norm) const;
 };
 
 }  // namespace bf

@@ -109,6 +109,9 @@ void Model::forward_layer(Backend& be, const ModelConfig& c, const Layer& layer,
   else
     layer.self_attn.forward(be, c, normed, batch, cache.kv[layer.cache_index], block_out,
                             mlp_weights);
+  const Backend::FoldedNorm post_norm{&residual, &block_out, &layer.post_attention_layernorm,
+                                      c.rms_norm_eps, true};
+  if (layer.mlp.forward_folding_norm(be, c, post_norm, normed, block_out)) return;
   be.add_rms_norm(residual, block_out, layer.post_attention_layernorm, c.rms_norm_eps, true,
                   normed);
   layer.mlp.forward(be, c, normed, block_out);

@@ -539,6 +539,9 @@ TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
   for (int hd : {128, 256})
     attention_case(*cpu_, *gpu_, rng_, {8, 1, hd, {{1, 8000, 0}, {1, 3000, 1}, {1, 17, 2}}});
   attention_case(*cpu_, *gpu_, rng_, {4, 4, 64, {{1, 20000, 0}}});
+  // GQA groups past one block's eight heads (24/2: a chunk of 8 and one of 4) and odd ones.
+  attention_case(*cpu_, *gpu_, rng_, {24, 2, 128, {{1, 3000, 0}, {1, 40, 1}, {3, 70, 2}}});
+  attention_case(*cpu_, *gpu_, rng_, {6, 2, 64, {{1, 5000, 0}, {2, 9, 1}}});
 }
 
 // The split-KV layout is host and device code (eager launches and graph replays); these are
@@ -652,7 +655,7 @@ TEST_F(CudaOps, MoeBlockDecodeFused) {
     const Tensor dsg = Is > 0 ? gpu_->upload(sg) : Tensor();
     for (int round = 0; round < 2; ++round) {
       Tensor got = poisoned(*gpu_, {T, H});
-      ASSERT_TRUE(fused->moe_block_decode(dx, drouter, dgu, ddn, k, dsgu, dsdn, dsg, got));
+      ASSERT_TRUE(fused->moe_block_decode(dx, drouter, dgu, ddn, k, dsgu, dsdn, dsg, got, nullptr));
       EXPECT_TRUE(close(host(got), want, 2e-2)) << "round " << round;
     }
   }
@@ -662,7 +665,64 @@ TEST_F(CudaOps, MoeBlockDecodeFused) {
   Tensor gu = gpu_->upload(rand_bf16({8, 64, 64}, rng_)),
          dn = gpu_->upload(rand_bf16({8, 64, 32}, rng_));
   Tensor out = gpu_->empty({65, 64});
-  EXPECT_FALSE(fused->moe_block_decode(x, router, gu, dn, 2, Tensor(), Tensor(), Tensor(), out));
+  EXPECT_FALSE(fused->moe_block_decode(x, router, gu, dn, 2, Tensor(), Tensor(), Tensor(), out, nullptr));
+}
+
+TEST_F(CudaOps, MoeBlockDecodeFoldsTheNormInFront) {
+  // moe_block_decode with the residual add and RMSNorm folded in against the same block after
+  // add_rms_norm: the residual sum, the normalised rows and the block's output all equal, bit
+  // for bit at hidden <= 2048 (one 8-value chunk per thread in both kernels); out aliasing the
+  // addend, as in the model's layers (block_out). Twice per case: the counter must be reset.
+  setenv("BLOCKFLASH_MOE_FUSED", "1", 1);
+  auto fused = make_cuda_backend();
+  unsetenv("BLOCKFLASH_MOE_FUSED");
+  for (auto [T, E, k, H, I, Is] : {std::tuple{1, 64, 8, 256, 64, 64},
+                                   {2, 16, 4, 2048, 64, 64},
+                                   {2, 16, 4, 136, 96, 0},
+                                   {5, 16, 4, 128, 96, 32}}) {
+    SCOPED_TRACE(testing::Message() << T << " tokens, H " << H << ", shared " << Is);
+    Tensor router = rand_bf16({E, H}, rng_);
+    Tensor gu = rand_bf16({E, 2 * I, H}, rng_, -0.2f, 0.2f), dn = rand_bf16({E, H, I}, rng_, -0.2f, 0.2f);
+    const Tensor drouter = fused->upload(router), dgu = fused->upload(gu), ddn = fused->upload(dn);
+    Tensor dsgu, dsdn, dsg;
+    if (Is > 0) {
+      dsgu = fused->upload(rand_bf16({2 * Is, H}, rng_, -0.2f, 0.2f));
+      dsdn = fused->upload(rand_bf16({H, Is}, rng_, -0.2f, 0.2f));
+      dsg = fused->upload(rand_bf16({1, H}, rng_));
+    }
+    const Tensor norm_w = fused->upload(rand_bf16({H}, rng_, -0.5f, 0.5f));
+    const Tensor residual0 = rand_bf16({T, H}, rng_, -3, 3), addend0 = rand_bf16({T, H}, rng_);
+    for (int round = 0; round < 2; ++round) {
+      // The separate ops.
+      Tensor res_a = to_device(*fused, residual0), block_a = to_device(*fused, addend0);
+      Tensor x_a = poisoned(*fused, {T, H});
+      fused->add_rms_norm(res_a, block_a, norm_w, 1e-6f, true, x_a);
+      ASSERT_TRUE(fused->moe_block_decode(x_a, drouter, dgu, ddn, k, dsgu, dsdn, dsg, block_a,
+                                          nullptr));
+      // Folded, the output over the addend.
+      Tensor res_b = to_device(*fused, residual0), block_b = to_device(*fused, addend0);
+      Tensor x_b = poisoned(*fused, {T, H});
+      const Backend::FoldedNorm norm{&res_b, &block_b, &norm_w, 1e-6f, true};
+      ASSERT_TRUE(fused->moe_block_decode(x_b, drouter, dgu, ddn, k, dsgu, dsdn, dsg, block_b,
+                                          &norm));
+      EXPECT_TRUE(close(host(res_b), host(res_a), 0.0)) << "residual, round " << round;
+      EXPECT_TRUE(close(host(x_b), host(x_a), 0.0)) << "normalised rows, round " << round;
+      EXPECT_TRUE(close(host(block_b), host(block_a), 0.0)) << "block output, round " << round;
+    }
+  }
+  // A norm the router cannot hold in shared memory (2 x 5 rows x 4096 x 2 bytes > 48 KB): not
+  // fused, nothing written.
+  const int64_t H = 4096;
+  Tensor residual = to_device(*fused, rand_bf16({5, H}, rng_)), addend = to_device(*fused, rand_bf16({5, H}, rng_));
+  const Tensor before = host(residual);
+  const Tensor w = fused->upload(rand_bf16({H}, rng_));
+  Tensor x = poisoned(*fused, {5, H}), out = fused->empty({5, H});
+  const Backend::FoldedNorm norm{&residual, &addend, &w, 1e-6f, true};
+  EXPECT_FALSE(fused->moe_block_decode(x, fused->upload(rand_bf16({8, H}, rng_)),
+                                       fused->upload(rand_bf16({8, 64, H}, rng_)),
+                                       fused->upload(rand_bf16({8, H, 32}, rng_)), 2, Tensor(),
+                                       Tensor(), Tensor(), out, &norm));
+  EXPECT_TRUE(close(host(residual), before, 0.0));
 }
 
 TEST_F(CudaOps, RandomWeightMatchesHost) {

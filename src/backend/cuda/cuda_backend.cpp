@@ -1366,8 +1366,8 @@ class CudaBackend final : public Backend {
 
   bool moe_block_decode(const Tensor& x, const Tensor& router, const Tensor& gate_up,
                         const Tensor& down, int32_t top_k, const Tensor& shared_gate_up,
-                        const Tensor& shared_down, const Tensor& shared_gate,
-                        Tensor& out) override {
+                        const Tensor& shared_down, const Tensor& shared_gate, Tensor& out,
+                        const FoldedNorm* norm) override {
     const char* op = "moe_block_decode";
     // Measured on the H200 (35B-A3B shapes, whole decode steps in graphs, one call; bench/NOTES.md):
     // fused vs separate ops 3.20 vs 3.62 ms at batch 1, 4.26 vs 4.41 at 2, 5.70 vs 5.42 at 4
@@ -1406,6 +1406,21 @@ class CudaBackend final : public Backend {
       a.shared_down = static_cast<const __nv_bfloat16*>(shared_down.raw());
       a.shared_gate = static_cast<const __nv_bfloat16*>(shared_gate.raw());
       a.shared_inter = shared_inter;
+    }
+    if (norm != nullptr) {
+      const Tensor &residual = *norm->residual, &addend = *norm->addend;
+      if (residual.dtype() != DType::kBF16 || addend.dtype() != DType::kBF16) return false;
+      check_numel(residual, x.numel(), op, "norm residual");
+      check_numel(addend, x.numel(), op, "norm addend");
+      check_numel(*norm->weight, hidden, op, "norm weight");
+      a.norm_residual = static_cast<__nv_bfloat16*>(norm->residual->raw());
+      a.norm_addend = static_cast<const __nv_bfloat16*>(addend.raw());
+      a.norm_weight = norm->weight->raw();
+      a.norm_weight_dt = dt_of(*norm->weight, op, "norm weight");
+      a.norm_eps = norm->eps;
+      a.norm_one_centered = norm->one_centered;
+      // x is the norm's output here (the op's contract): the router's last block writes it.
+      a.norm_out = static_cast<__nv_bfloat16*>(const_cast<void*>(x.raw()));
     }
     if (!moe_decode_fused_supported(a)) return false;
     // The routing kernel's completion counter: persistent, zero between launches. Made on an

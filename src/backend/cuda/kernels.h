@@ -271,6 +271,18 @@ struct MoeDecodeArgs {
   unsigned* counter;
   void* out;  // [T, H]
   int out_dt;
+  // Optional (null without): the residual add and RMSNorm in front of the block, folded into
+  // the router kernel. Every router block normalises norm_residual + norm_addend itself (as
+  // launch_rms_norm does, one-centred or not); the last one writes the sums back to
+  // norm_residual and the normalised rows to norm_out (the buffer x points at) for the kernels
+  // after it. Saves the norm's own launch, a serial latency step at batch 1.
+  __nv_bfloat16* norm_residual;
+  const __nv_bfloat16* norm_addend;
+  const void* norm_weight;
+  int norm_weight_dt;
+  float norm_eps;
+  bool norm_one_centered;
+  __nv_bfloat16* norm_out;
 };
 bool moe_decode_fused_supported(const MoeDecodeArgs& a);
 

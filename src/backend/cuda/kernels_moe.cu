@@ -323,8 +323,60 @@ __device__ __forceinline__ int moe_slots(const MoeDecodeArgs& a) {
   return a.top_k + (a.shared_gate_up != nullptr ? 1 : 0);
 }
 
+// Bytes of dynamic shared memory the router takes: with a folded norm, each token's
+// normalised row and its residual sum.
+int64_t router_smem_bytes(const MoeDecodeArgs& a) {
+  return a.norm_residual != nullptr ? 2 * a.tokens * a.hidden * 2 : 0;
+}
+
+// The folded norm (see MoeDecodeArgs) of every token, by the whole block: s_sum gets the
+// bf16-rounded sums residual + addend, s_x their RMSNorm. Thread i takes chunks i, i + 256, ...
+// and the block sum is the norm kernel's, so at hidden <= 2048 (one chunk per thread in both)
+// the result equals launch_rms_norm's bit for bit.
+__device__ void router_norm_rows(const MoeDecodeArgs& a, uint4* s_x, uint4* s_sum) {
+  __shared__ float scratch[32];
+  const int64_t chunks = a.hidden / 8;
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    float sum_sq = 0.0f;
+    for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
+      const int64_t at = t * chunks + c;
+      const uint4 rv = __ldcg(reinterpret_cast<const uint4*>(a.norm_residual) + at);
+      const uint4 xv = __ldcg(reinterpret_cast<const uint4*>(a.norm_addend) + at);
+      const __nv_bfloat16* re = reinterpret_cast<const __nv_bfloat16*>(&rv);
+      const __nv_bfloat16* xe = reinterpret_cast<const __nv_bfloat16*>(&xv);
+      uint4 sv;
+      __nv_bfloat16* se = reinterpret_cast<__nv_bfloat16*>(&sv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        se[e] = __float2bfloat16(__bfloat162float(re[e]) + __bfloat162float(xe[e]));
+        const float v = __bfloat162float(se[e]);
+        sum_sq += v * v;
+      }
+      s_sum[at] = sv;
+    }
+    const float scale =
+        rsqrtf(block_sum(sum_sq, scratch) / static_cast<float>(a.hidden) + a.norm_eps);
+    for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
+      const int64_t at = t * chunks + c;
+      const uint4 sv = s_sum[at];
+      const __nv_bfloat16* se = reinterpret_cast<const __nv_bfloat16*>(&sv);
+      uint4 ov;
+      __nv_bfloat16* oe = reinterpret_cast<__nv_bfloat16*>(&ov);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float wi = ld(a.norm_weight, a.norm_weight_dt, c * 8 + e);
+        oe[e] = __float2bfloat16(__bfloat162float(se[e]) * scale *
+                                 (a.norm_one_centered ? 1.0f + wi : wi));
+      }
+      s_x[at] = ov;
+    }
+  }
+  __syncthreads();  // every warp reads every token's whole row
+}
+
 // grid ceil((E + 1) / 8): a warp per logit row (rows E: the shared gate) for every token.
 __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) {
+  extern __shared__ uint4 s_rows[];  // with a folded norm: [T, H / 8] rows, then [T, H / 8] sums
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t rows = a.experts + (a.shared_gate != nullptr ? 1 : 0);
   const int64_t r = static_cast<int64_t>(blockIdx.x) * 8 + warp;
@@ -343,16 +395,21 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
     held[i] = r < rows && c < chunks ? __ldcg(w + c) : make_uint4(0, 0, 0, 0);  // see gemv
   }
   pdl_wait();
+  const bool norm = a.norm_residual != nullptr;
+  uint4* s_x = s_rows;
+  uint4* s_sum = s_rows + a.tokens * chunks;
+  if (norm) router_norm_rows(a, s_x, s_sum);
   if (r < rows) {
     for (int64_t t = 0; t < a.tokens; ++t) {
-      const uint4* x = reinterpret_cast<const uint4*>(a.x + t * a.hidden);
+      // The rows come from shared memory with a folded norm, else from x (global).
+      const uint4* x = norm ? s_x + t * chunks : reinterpret_cast<const uint4*>(a.x + t * a.hidden);
       float acc = 0.0f;
 #pragma unroll
       for (int i = 0; i < kHeld; ++i)
-        if (lane + 32 * i < chunks) acc += dot8(__ldg(x + lane + 32 * i), held[i]);
+        if (lane + 32 * i < chunks) acc += dot8(x[lane + 32 * i], held[i]);
 #pragma unroll 4
       for (int64_t c = lane + 32 * kHeld; c < chunks; c += 32)
-        acc += dot8(__ldg(x + c), __ldg(w + c));
+        acc += dot8(x[c], __ldg(w + c));
       acc = warp_sum<32>(acc);
       if (lane == 0) a.logits[t * rows + r] = acc;
     }
@@ -365,6 +422,12 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
   __syncthreads();
   if (!last) return;
   __threadfence();
+  if (norm) {  // every block has read the residual (each counted after its reads)
+    for (int64_t i = threadIdx.x; i < a.tokens * chunks; i += blockDim.x) {
+      reinterpret_cast<uint4*>(a.norm_residual)[i] = s_sum[i];
+      reinterpret_cast<uint4*>(a.norm_out)[i] = s_x[i];
+    }
+  }
   const int slots = moe_slots(a);
   for (int64_t t = warp; t < a.tokens; t += 8) {
     route_token(a.logits + t * rows, a.experts, a.top_k, a.ids + t * a.top_k,
@@ -487,7 +550,11 @@ bool moe_decode_fused_supported(const MoeDecodeArgs& a) {
                       a.shared_gate != nullptr)) &&
          aligned16(a.x) && aligned16(a.router) && aligned16(a.gate_up) && aligned16(a.down) &&
          aligned16_or_null(a.shared_gate_up) && aligned16_or_null(a.shared_down) &&
-         aligned16_or_null(a.shared_gate);
+         aligned16_or_null(a.shared_gate) &&
+         (a.norm_residual == nullptr ||
+          (a.norm_addend != nullptr && a.norm_weight != nullptr && a.norm_out != nullptr &&
+           a.norm_out == a.x && aligned16(a.norm_residual) && aligned16(a.norm_addend) &&
+           router_smem_bytes(a) <= 48 * 1024));
 }
 
 void launch_moe_decode_fused(const MoeDecodeArgs& a, cudaStream_t s) {
@@ -497,7 +564,8 @@ void launch_moe_decode_fused(const MoeDecodeArgs& a, cudaStream_t s) {
   const int64_t rows = a.experts + (shared ? 1 : 0);
   const int64_t max_inter = std::max(a.inter, shared ? a.shared_inter : int64_t{0});
   BF_CHECK(a.act_stride >= max_inter && a.act_stride % 4 == 0, "moe_decode_fused: act stride");
-  launch_pdl(moe_router_fused_kernel, dim3(ceil_div(rows, 8)), dim3(256), 0, s, a);
+  launch_pdl(moe_router_fused_kernel, dim3(ceil_div(rows, 8)), dim3(256),
+             static_cast<size_t>(router_smem_bytes(a)), s, a);
   BF_CUDA_LAUNCH_CHECK();
   launch_pdl(moe_gate_up_fused_kernel, dim3(ceil_div(max_inter, 8), a.tokens * slots), dim3(256), 0,
              s, a);
