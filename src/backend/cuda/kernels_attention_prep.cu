@@ -15,15 +15,26 @@ constexpr int kPrepMaxHd = 256;  // elements per head a warp holds (8 per lane)
 // One warp per (token, head). Heads [0, hq) are query heads, [hq, hq + hkv) key heads (which
 // also copy their v row into the cache).
 __global__ void attention_prep_kernel(AttentionPrepArgs a, DeviceBatch b) {
-  pdl_wait();
   __shared__ float rows[kPrepWarps][kPrepMaxHd];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t t = blockIdx.x;
   const int head = blockIdx.y * kPrepWarps + warp;
-  if (head >= a.hq + a.hkv) return;
   const bool is_q = head < a.hq;
   const int h = is_q ? head : head - a.hq;
-  const int slot = b.slot_mapping[t];
+  // Before the wait: the batch's metadata (on the device before the step's first kernel) and
+  // the norm's weights (never written by a kernel); the projection rows after it.
+  const bool live = head < a.hq + a.hkv;
+  const int slot = live ? b.slot_mapping[t] : -1;
+  const float pos = live ? static_cast<float>(b.positions[t]) : 0.0f;
+  const void* w = is_q ? a.q_norm : a.k_norm;
+  float norm_w[kPrepMaxHd / 32];
+#pragma unroll
+  for (int i = 0; i < kPrepMaxHd / 32; ++i) {
+    const int e = lane + 32 * i;
+    norm_w[i] = live && e < a.hd ? 1.0f + ld(w, a.w_dt, e) : 0.0f;
+  }
+  pdl_wait();
+  if (!live) return;
   if (!is_q && slot < 0) return;  // padding row: nothing to write
   const void* src = is_q ? a.q_and_gate : a.k_raw;
   const int src_dt = is_q ? a.q_dt : a.k_dt;
@@ -37,12 +48,14 @@ __global__ void attention_prep_kernel(AttentionPrepArgs a, DeviceBatch b) {
     sum_sq += x * x;
   }
   const float scale = rsqrtf(warp_sum<32>(sum_sq) / static_cast<float>(a.hd) + a.eps);
-  const void* w = is_q ? a.q_norm : a.k_norm;
-  for (int e = lane; e < a.hd; e += 32) row[e] *= scale * (1.0f + ld(w, a.w_dt, e));
+#pragma unroll
+  for (int i = 0; i < kPrepMaxHd / 32; ++i) {
+    const int e = lane + 32 * i;
+    if (e < a.hd) row[e] *= scale * norm_w[i];
+  }
   __syncwarp();
   // RoPE on the first rotary_dim elements; element e pairs with e + half (or e - half).
   const int half = a.rotary_dim / 2;
-  const float pos = static_cast<float>(b.positions[t]);
   float out[kPrepMaxHd / 32];
 #pragma unroll
   for (int i = 0; i < kPrepMaxHd / 32; ++i) {

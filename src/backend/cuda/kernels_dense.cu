@@ -54,10 +54,21 @@ template <int kChunks>
 __global__ void rms_norm_bf16_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual,
                                      const void* w, int w_dt, int64_t dim, float eps,
                                      bool one_centered, __nv_bfloat16* out) {
-  pdl_wait();
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   const int chunks = static_cast<int>(dim / 8);
+  // The norm's weights (never written by a kernel) before waiting for the rows.
+  float scale_w[kChunks][8];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int chunk = threadIdx.x + c * blockDim.x;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float wi = chunk < chunks ? ld(w, w_dt, chunk * 8 + e) : 0.0f;
+      scale_w[c][e] = one_centered ? 1.0f + wi : wi;
+    }
+  }
+  pdl_wait();
   float v[kChunks][8];
   float sum_sq = 0.0f;
 #pragma unroll
@@ -93,10 +104,7 @@ __global__ void rms_norm_bf16_kernel(const __nv_bfloat16* x, __nv_bfloat16* resi
     uint4 ov;
     __nv_bfloat16* oe = reinterpret_cast<__nv_bfloat16*>(&ov);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const float wi = ld(w, w_dt, chunk * 8 + e);
-      oe[e] = __float2bfloat16(v[c][e] * scale * (one_centered ? 1.0f + wi : wi));
-    }
+    for (int e = 0; e < 8; ++e) oe[e] = __float2bfloat16(v[c][e] * scale * scale_w[c][e]);
     *reinterpret_cast<uint4*>(out + base + chunk * 8) = ov;
   }
 }
@@ -104,9 +112,11 @@ __global__ void rms_norm_bf16_kernel(const __nv_bfloat16* x, __nv_bfloat16* resi
 __global__ void gated_rms_norm_kernel(const void* o, int o_dt, const void* z, int z_dt,
                                       const void* w, int w_dt, int64_t dim, float eps, void* out,
                                       int out_dt) {
-  pdl_wait();
   __shared__ float scratch[32];
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
+  // The first element's weight (never written by a kernel) before the wait.
+  const float w0 = threadIdx.x < dim ? ld(w, w_dt, threadIdx.x) : 0.0f;
+  pdl_wait();
   float sum_sq = 0.0f;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float v = ld(o, o_dt, base + i);
@@ -116,7 +126,8 @@ __global__ void gated_rms_norm_kernel(const void* o, int o_dt, const void* z, in
   __syncthreads();  // every thread has read o before out (which may alias it) is written
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
     st(out, out_dt, base + i,
-       ld(w, w_dt, i) * ld(o, o_dt, base + i) * scale * siluf_(ld(z, z_dt, base + i)));
+       (i == threadIdx.x ? w0 : ld(w, w_dt, i)) * ld(o, o_dt, base + i) * scale *
+           siluf_(ld(z, z_dt, base + i)));
 }
 
 // One block per token; threads over (head, pair).

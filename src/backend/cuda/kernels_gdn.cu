@@ -49,14 +49,17 @@ __global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, 
 __global__ void gates_kernel(const void* a, int a_dt, const void* bb, int b_dt, const void* A_log,
                              int A_dt, const void* dt_bias, int dtb_dt, int64_t n, int64_t hv,
                              void* g, int g_dt, void* beta, int beta_dt) {
+  // The first element's parameters (weights, never written by a kernel) before the wait.
+  const int64_t i0 = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const float bias0 = i0 < n ? ld(dt_bias, dtb_dt, i0 % hv) : 0.0f;
+  const float decay0 = i0 < n ? -expf(ld(A_log, A_dt, i0 % hv)) : 0.0f;
   pdl_wait();
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t i = i0; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t h = i % hv;
     const float av = ld(a, a_dt, i), bv = ld(bb, b_dt, i);
-    const float x = av + ld(dt_bias, dtb_dt, h);
+    const float x = av + (i == i0 ? bias0 : ld(dt_bias, dtb_dt, h));
     const float softplus = x > 20.0f ? x : log1pf(expf(x));
-    st(g, g_dt, i, -expf(ld(A_log, A_dt, h)) * softplus);
+    st(g, g_dt, i, (i == i0 ? decay0 : -expf(ld(A_log, A_dt, h))) * softplus);
     st(beta, beta_dt, i, 1.0f / (1.0f + expf(-bv)));
   }
 }

@@ -333,7 +333,8 @@ int64_t router_smem_bytes(const MoeDecodeArgs& a) {
 // bf16-rounded sums residual + addend, s_x their RMSNorm. Thread i takes chunks i, i + 256, ...
 // and the block sum is the norm kernel's, so at hidden <= 2048 (one chunk per thread in both)
 // the result equals launch_rms_norm's bit for bit.
-__device__ void router_norm_rows(const MoeDecodeArgs& a, uint4* s_x, uint4* s_sum) {
+__device__ void router_norm_rows(const MoeDecodeArgs& a, const float (&first_w)[8], uint4* s_x,
+                                 uint4* s_sum) {
   __shared__ float scratch[32];
   const int64_t chunks = a.hidden / 8;
   for (int64_t t = 0; t < a.tokens; ++t) {
@@ -364,7 +365,8 @@ __device__ void router_norm_rows(const MoeDecodeArgs& a, uint4* s_x, uint4* s_su
       __nv_bfloat16* oe = reinterpret_cast<__nv_bfloat16*>(&ov);
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        const float wi = ld(a.norm_weight, a.norm_weight_dt, c * 8 + e);
+        const float wi =
+            c == threadIdx.x ? first_w[e] : ld(a.norm_weight, a.norm_weight_dt, c * 8 + e);
         oe[e] = __float2bfloat16(__bfloat162float(se[e]) * scale *
                                  (a.norm_one_centered ? 1.0f + wi : wi));
       }
@@ -394,11 +396,17 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
     const int64_t c = lane + 32 * i;
     held[i] = r < rows && c < chunks ? __ldcg(w + c) : make_uint4(0, 0, 0, 0);  // see gemv
   }
-  pdl_wait();
   const bool norm = a.norm_residual != nullptr;
+  float first_norm_w[8];  // the norm's weights of this thread's first chunk, also before the wait
+#pragma unroll
+  for (int e = 0; e < 8; ++e)
+    first_norm_w[e] = norm && threadIdx.x < chunks
+                          ? ld(a.norm_weight, a.norm_weight_dt, threadIdx.x * 8 + e)
+                          : 0.0f;
+  pdl_wait();
   uint4* s_x = s_rows;
   uint4* s_sum = s_rows + a.tokens * chunks;
-  if (norm) router_norm_rows(a, s_x, s_sum);
+  if (norm) router_norm_rows(a, first_norm_w, s_x, s_sum);
   if (r < rows) {
     for (int64_t t = 0; t < a.tokens; ++t) {
       // The rows come from shared memory with a folded norm, else from x (global).
