@@ -611,14 +611,20 @@ TEST_F(CudaOps, MoeExperts) {
   }
 }
 
+// A CUDA backend that takes the fused MoE decode block for every batch up to its token limit.
+std::unique_ptr<Backend> moe_fused_forced_backend() {
+  setenv("BLOCKFLASH_MOE_FUSED", "1", 1);
+  auto backend = make_cuda_backend();
+  unsetenv("BLOCKFLASH_MOE_FUSED");
+  return backend;
+}
+
 TEST_F(CudaOps, MoeBlockDecodeFused) {
   // The whole sparse block in the fused decode kernels against the CPU's separate ops: routed
   // experts, then the shared expert scaled by sigmoid(gate · x) and added. Is = 0: no shared
   // expert. Each case runs twice (the routing kernel's counter must be back at zero).
   // Forced on up to the kernels' token limit (by default only the smallest batches take it).
-  setenv("BLOCKFLASH_MOE_FUSED", "1", 1);
-  auto fused = make_cuda_backend();
-  unsetenv("BLOCKFLASH_MOE_FUSED");
+  auto fused = moe_fused_forced_backend();
   for (auto [T, E, k, H, I, Is] : {std::tuple{1, 64, 8, 256, 64, 64},
                                    {5, 16, 4, 128, 96, 32},
                                    {3, 300, 8, 64, 32, 48},
@@ -673,9 +679,7 @@ TEST_F(CudaOps, MoeBlockDecodeFoldsTheNormInFront) {
   // add_rms_norm: the residual sum, the normalised rows and the block's output all equal, bit
   // for bit at hidden <= 2048 (one 8-value chunk per thread in both kernels); out aliasing the
   // addend, as in the model's layers (block_out). Twice per case: the counter must be reset.
-  setenv("BLOCKFLASH_MOE_FUSED", "1", 1);
-  auto fused = make_cuda_backend();
-  unsetenv("BLOCKFLASH_MOE_FUSED");
+  auto fused = moe_fused_forced_backend();
   for (auto [T, E, k, H, I, Is] : {std::tuple{1, 64, 8, 256, 64, 64},
                                    {2, 16, 4, 2048, 64, 64},
                                    {2, 16, 4, 136, 96, 0},

@@ -37,6 +37,18 @@ __device__ __forceinline__ void st(void* p, int dt, int64_t i, float v) {
   else
     static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
 }
+// residual + x of eight bf16 values, each sum rounded to bf16 as a residual is stored (the add
+// of the fused add + RMSNorm kernels, which then take the norm of the rounded values).
+__device__ __forceinline__ uint4 add_bf16x8(const uint4& residual, const uint4& x) {
+  const __nv_bfloat16* re = reinterpret_cast<const __nv_bfloat16*>(&residual);
+  const __nv_bfloat16* xe = reinterpret_cast<const __nv_bfloat16*>(&x);
+  uint4 sum;
+  __nv_bfloat16* se = reinterpret_cast<__nv_bfloat16*>(&sum);
+#pragma unroll
+  for (int e = 0; e < 8; ++e)
+    se[e] = __float2bfloat16(__bfloat162float(re[e]) + __bfloat162float(xe[e]));
+  return sum;
+}
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + __expf(-x)); }
 __device__ __forceinline__ float siluf_(float x) { return x / (1.0f + __expf(-x)); }
 

@@ -79,15 +79,10 @@ __global__ void rms_norm_bf16_kernel(const __nv_bfloat16* x, __nv_bfloat16* resi
     uint4 xv = *reinterpret_cast<const uint4*>(x + at);
     const __nv_bfloat16* xe = reinterpret_cast<const __nv_bfloat16*>(&xv);
     if (residual != nullptr) {
-      const uint4 rv = *reinterpret_cast<const uint4*>(residual + at);
-      const __nv_bfloat16* re = reinterpret_cast<const __nv_bfloat16*>(&rv);
-      uint4 sv;
-      __nv_bfloat16* se = reinterpret_cast<__nv_bfloat16*>(&sv);
+      const uint4 sv = add_bf16x8(*reinterpret_cast<const uint4*>(residual + at), xv);
+      const __nv_bfloat16* se = reinterpret_cast<const __nv_bfloat16*>(&sv);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        se[e] = __float2bfloat16(__bfloat162float(re[e]) + __bfloat162float(xe[e]));
-        v[c][e] = __bfloat162float(se[e]);
-      }
+      for (int e = 0; e < 8; ++e) v[c][e] = __bfloat162float(se[e]);
       *reinterpret_cast<uint4*>(residual + at) = sv;
     } else {
 #pragma unroll

@@ -341,15 +341,11 @@ __device__ void router_norm_rows(const MoeDecodeArgs& a, const float (&first_w)[
     float sum_sq = 0.0f;
     for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
       const int64_t at = t * chunks + c;
-      const uint4 rv = __ldcg(reinterpret_cast<const uint4*>(a.norm_residual) + at);
-      const uint4 xv = __ldcg(reinterpret_cast<const uint4*>(a.norm_addend) + at);
-      const __nv_bfloat16* re = reinterpret_cast<const __nv_bfloat16*>(&rv);
-      const __nv_bfloat16* xe = reinterpret_cast<const __nv_bfloat16*>(&xv);
-      uint4 sv;
-      __nv_bfloat16* se = reinterpret_cast<__nv_bfloat16*>(&sv);
+      const uint4 sv = add_bf16x8(__ldcg(reinterpret_cast<const uint4*>(a.norm_residual) + at),
+                                  __ldcg(reinterpret_cast<const uint4*>(a.norm_addend) + at));
+      const __nv_bfloat16* se = reinterpret_cast<const __nv_bfloat16*>(&sv);
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        se[e] = __float2bfloat16(__bfloat162float(re[e]) + __bfloat162float(xe[e]));
         const float v = __bfloat162float(se[e]);
         sum_sq += v * v;
       }
