@@ -23,17 +23,10 @@ decode() {  # $1 bench_cuda dir name, $2 config, $3 batches, then env assignment
     model "bench/configs/$cfg.json" $batches 2>&1 | grep -E '^\| decode B=[0-9]+ graph' |
     awk -F'|' '{printf "%s %s ms; ", $2, $4}')"
 }
-# Session 9's branches (moe-persistent, gdn-decode-split, decode-splits, gemv-prewait) ran in
-# session 10 (bench/NOTES.md); their sections are gone with them.
-if [ -f .gpu-moe-down-early/bundle.tar.xz ]; then
-  unpack moe-down-early .gpu-moe-down-early/bundle.tar.xz
-  tests moe-down-early '*Moe*:*Golden*:*Graph*'
-  for r in 1 2 3; do for bin in main moe-down-early; do
+# Earlier branches ran in sessions 10 and 11 (bench/NOTES.md); their sections are gone with them.
+if [ -f .gpu-moe-router-nolast/bundle.tar.xz ]; then
+  unpack moe-router-nolast .gpu-moe-router-nolast/bundle.tar.xz
+  tests moe-router-nolast '*Moe*:*Golden*:*Graph*' BLOCKFLASH_TEST_DATA_DIR=$PWD/tests
+  for r in 1 2 3; do for bin in main moe-router-nolast; do
     decode $bin qwen3.5-35b-a3b "1 2"; done; done
-fi
-if [ -f .gpu-state-prewait/bundle.tar.xz ]; then
-  unpack state-prewait .gpu-state-prewait/bundle.tar.xz
-  tests state-prewait 'CudaOps.GatedDelta*:CudaOps.CausalConv1d*:*Golden*:*Graph*'
-  for r in 1 2; do for bin in main state-prewait; do for m in qwen3.5-35b-a3b qwen3.5-27b; do
-    decode $bin $m "1 2 8"; done; done; done
 fi
