@@ -7,11 +7,14 @@ time from the latest end of the kernels before it to its own end: kernels launch
 programmatic dependent launch overlap, so their durations add up to more than the replay's
 wall time, while these charges add up to exactly that wall time. "idle" is the part of a
 kernel's charge before it started (nothing of the graph ran: launch latency, dependency
-resolution). Prints a table per graph, largest charge first.
-Usage: graph_breakdown.py TRACE.csv [--graph ID] [--top N]
+resolution). Prints a table per graph, largest charge first. With --sequence FIRST:LAST it
+prints instead the replay's kernels FIRST..LAST-1 in start order (start offset, duration,
+charge): the chain of one layer, to see which kernel's end the next one waited for.
+Usage: graph_breakdown.py TRACE.csv[.gz] [--graph ID] [--top N] [--sequence FIRST:LAST]
 """
 import argparse
 import csv
+import gzip
 import re
 from collections import defaultdict
 
@@ -28,7 +31,8 @@ def short_name(name):
 
 def load(path):
     by_graph = defaultdict(list)
-    with open(path, newline="") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
         for r in csv.DictReader(f):
             if int(r["graph"]) == 0:
                 continue  # not launched from a graph
@@ -71,15 +75,36 @@ def report(graph, records, top):
         print(f"| {name} | {grid} | {n} | {c:.1f} | {100 * c / wall:.1f}% | {i:.1f} | {d:.1f} |")
 
 
+def sequence(graph, records, first, last):
+    replay, _ = last_replay(records)
+    if not replay:
+        return
+    t0 = latest_end = replay[0][0]
+    print(f"\n### graph {graph}: kernels {first}..{last - 1} of the last replay")
+    print("| # | kernel | grid | start us | duration us | charged us |")
+    print("|---|---|---|---|---|---|")
+    for i, (start, end, _, name, grid) in enumerate(replay):
+        if first <= i < last:
+            print(f"| {i} | {name} | {grid} | {(start - t0) / 1e3:.2f} | {(end - start) / 1e3:.2f} "
+                  f"| {max(0, end - latest_end) / 1e3:.2f} |")
+        latest_end = max(latest_end, end)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("trace")
     ap.add_argument("--graph", type=int)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--sequence", help="FIRST:LAST kernel indices of the last replay")
     args = ap.parse_args()
     by_graph = load(args.trace)
     for graph in sorted(by_graph):
-        if args.graph is None or graph == args.graph:
+        if args.graph is not None and graph != args.graph:
+            continue
+        if args.sequence:
+            first, last = (int(v) for v in args.sequence.split(":"))
+            sequence(graph, by_graph[graph], first, last)
+        else:
             report(graph, by_graph[graph], args.top)
 
 
