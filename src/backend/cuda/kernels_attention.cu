@@ -37,7 +37,8 @@ __device__ __forceinline__ SplitLayout launch_splits(const AttnArgs& a, const De
 // for all of them); four warps take the keys in turn, kKeysPerStep rows each per step. A warp
 // walks the heads in a loop with q, o, m and l in shared memory: the former form held them in
 // registers, so every head's code was unrolled (~10k instructions at head_dim 256) and a
-// launch spent ~20 us fetching instructions at any context length. Small code and few
+// launch took ~20 us at any context length (instruction fetch the likely cost; not profiled
+// at that level). Small code and few
 // registers also let several blocks share an SM, which is what keeps rows in flight at large
 // batches. At the end the warps' (m, l, o) are merged through shared memory.
 constexpr int kMaxG = 8;
