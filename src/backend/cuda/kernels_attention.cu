@@ -143,13 +143,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   const T* kc = static_cast<const T*>(a.k_cache);
   const T* vc = static_cast<const T*>(a.v_cache);
   LaneSlice<HD, T> kk[kKeysPerStep], vv[kKeysPerStep];
-  if (first < keys.hi) {
+  auto load_rows = [&] {
 #pragma unroll
     for (int u = 0; u < kKeysPerStep; ++u) {
       kk[u].load(kc + off[u], lane);
       vv[u].load(vc + off[u], lane);
     }
-  }
+  };
+  if (first < keys.hi) load_rows();  // the first step's rows fly while q is staged
   const T* q = static_cast<const T*>(a.q) + (static_cast<int64_t>(t) * a.hq + h0) * HD;
   for (int i = threadIdx.x; i < G * HD; i += blockDim.x) sm_q[i / HD][i % HD] = to_f(q[i]) * a.scale;
   for (int g = 0; g < G; ++g) {
@@ -163,13 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   __syncthreads();
 
   for (int j0 = first; j0 < keys.hi; j0 += kStride) {
-    if (j0 != first) {
-#pragma unroll
-      for (int u = 0; u < kKeysPerStep; ++u) {
-        kk[u].load(kc + off[u], lane);
-        vv[u].load(vc + off[u], lane);
-      }
-    }
+    if (j0 != first) load_rows();
     // The next step's table reads go out while these rows are in flight.
     if (j0 + kStride < keys.hi) key_offsets(a, table, kvh, HD, keys, j0 + kStride, off);
 #pragma unroll 2
@@ -216,17 +211,23 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int g = 0; g < G; ++g) {
     float M = -FLT_MAX;
     for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sm_m[w][g]);
+    float factor[kWarps];  // e^{m_w - M}: each warp's rescaling, once for l and every column
     float L = 0.0f;
-    for (int w = 0; w < kWarps; ++w) L += sm_l[w][g] * __expf(sm_m[w][g] - M);
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      factor[w] = __expf(sm_m[w][g] - M);
+      L += sm_l[w][g] * factor[w];
+    }
     const float inv = L > 0.0f ? 1.0f / L : 0.0f;
     const int64_t out_off = (static_cast<int64_t>(t) * a.hq + h0 + g) * HD;
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
       float o = 0.0f;
-      for (int w = 0; w < kWarps; ++w) o += sm_o[w][g][d] * __expf(sm_m[w][g] - M);
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) o += sm_o[w][g][d] * factor[w];
       if (splits.num_splits > 1)
         a.partial_o[static_cast<int64_t>(split) * b.num_tokens * a.hq * HD + out_off + d] = o * inv;
       else
-        st(a.out, std::is_same_v<T, float> ? kDtF32 : kDtBF16, out_off + d, o * inv);
+        st(a.out, a.dt, out_off + d, o * inv);
     }
     if (splits.num_splits > 1 && threadIdx.x == 0) {
       const int64_t ml = (static_cast<int64_t>(split) * b.num_tokens * a.hq + t * a.hq + h0 + g) * 2;
