@@ -49,6 +49,42 @@ __device__ __forceinline__ uint4 add_bf16x8(const uint4& residual, const uint4& 
     se[e] = __float2bfloat16(__bfloat162float(re[e]) + __bfloat162float(xe[e]));
   return sum;
 }
+// Weights a decode step streams once: loaded through L2 only (as __ldcg) with an evict-first
+// policy, so the gigabytes they pass through L2 per step displace each other rather than what
+// is reused from kernel to kernel (the kernels' code, activations, recurrent state, the KV
+// cache). BF_STREAM_EVICT_FIRST=0 at build time gives plain __ldcg. Not on the read-only path
+// (ld.global.nc), which ptxas may move above griddepcontrol.wait (kernels_gemv.cu).
+#ifndef BF_STREAM_EVICT_FIRST
+#define BF_STREAM_EVICT_FIRST 1
+#endif
+// evict_first: false gives the normal policy (weights another block of the launch re-reads,
+// such as an expert chosen by several tokens of a batch).
+__device__ __forceinline__ uint64_t stream_policy(bool evict_first = true) {
+  uint64_t policy = 0;
+#if BF_STREAM_EVICT_FIRST && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint64_t normal;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(normal));
+  if (!evict_first) policy = normal;
+#else
+  (void)evict_first;
+#endif
+  return policy;
+}
+__device__ __forceinline__ uint4 ld_stream(const uint4* p, uint64_t policy) {
+#if BF_STREAM_EVICT_FIRST && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint4 v;
+  // volatile: a plain asm statement counts as free of side effects, so the compiler may hoist
+  // it out of the bounds check guarding it (an out-of-range load).
+  asm volatile("ld.global.cg.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "l"(policy));
+  return v;
+#else
+  (void)policy;
+  return __ldcg(p);
+#endif
+}
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + __expf(-x)); }
 __device__ __forceinline__ float siluf_(float x) { return x / (1.0f + __expf(-x)); }
 

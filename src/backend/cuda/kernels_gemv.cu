@@ -83,21 +83,24 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
   uint4 wv[U][R];
+  const uint64_t policy = stream_policy();
   auto load_w = [&](int64_t c0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = c0 + u * 256;
 #pragma unroll
       for (int r = 0; r < R; ++r)
-        wv[u][r] = c < end ? __ldcg(reinterpret_cast<const uint4*>(wr[r] + c)) : make_uint4(0, 0, 0, 0);
+        wv[u][r] = c < end ? ld_stream(reinterpret_cast<const uint4*>(wr[r] + c), policy)
+                           : make_uint4(0, 0, 0, 0);
     }
   };
   // The first step's w loads go out before waiting for the kernel before this one (launched
   // with programmatic dependent launch, this block may start while that kernel drains): w is
   // a weight, never written by the kernel just before; x is read and out written only after.
-  // w through __ldcg, not __ldg: ptxas (CUDA 13, sm_90a) moves griddepcontrol.wait above
-  // read-only-path loads (the SASS issued them after it); L2-only loads stay in place, and w
-  // is streamed once, so skipping L1 costs nothing. 35B-A3B batch-1 graph step 3.20 -> 3.17 ms.
+  // w through L2-only loads (ld_stream: __ldcg's ld.global.cg with an evict-first policy),
+  // not __ldg: ptxas (CUDA 13, sm_90a) moves griddepcontrol.wait above read-only-path loads
+  // (the SASS issued them after it); L2-only loads stay in place, and w is streamed once, so
+  // skipping L1 costs nothing. 35B-A3B batch-1 graph step 3.20 -> 3.17 ms.
   load_w(begin + lane * 8);
   pdl_wait();
   for (int64_t c0 = begin + lane * 8; c0 < end; c0 += 256 * U) {

@@ -155,14 +155,18 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
 
 // silu(gate row · x) * (up row · x) of one intermediate row, by one warp: lanes take every 32nd
 // 16-byte chunk (in column order), then a warp sum. Every lane returns the value.
+// kStream: weights through ld_stream with `policy` (the fused decode kernels); else through
+// the read-only path (__ldg), whose L1 serves blocks of one SM that share an expert.
+template <bool kStream>
 __device__ __forceinline__ float silu_gate_up_row(const uint4* xv, const uint4* wg,
-                                                  const uint4* wu, int64_t chunks, int lane) {
+                                                  const uint4* wu, int64_t chunks, int lane,
+                                                  uint64_t policy = 0) {
   float g = 0.0f, u = 0.0f;
 #pragma unroll 4
   for (int64_t c = lane; c < chunks; c += 32) {
     const uint4 xc = __ldg(xv + c);
-    g += dot8(xc, __ldg(wg + c));
-    u += dot8(xc, __ldg(wu + c));
+    g += dot8(xc, kStream ? ld_stream(wg + c, policy) : __ldg(wg + c));
+    u += dot8(xc, kStream ? ld_stream(wu + c, policy) : __ldg(wu + c));
   }
   g = warp_sum<32>(g);
   u = warp_sum<32>(u);
@@ -182,7 +186,7 @@ __global__ void gate_up_bf16_kernel(const __nv_bfloat16* x, const __nv_bfloat16*
   const uint4* wg = reinterpret_cast<const uint4*>(gate_up + (e * 2 * inter + r) * hidden);
   const uint4* wu = reinterpret_cast<const uint4*>(gate_up + (e * 2 * inter + inter + r) * hidden);
   const uint4* xv = reinterpret_cast<const uint4*>(x + t * hidden);
-  const float a = silu_gate_up_row(xv, wg, wu, hidden / 8, lane);
+  const float a = silu_gate_up_row<false>(xv, wg, wu, hidden / 8, lane);
   if (lane == 0) act[pair * inter + r] = a;
 }
 
@@ -381,16 +385,18 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
   const int64_t chunks = a.hidden / 8;
   // The row's first kHeld 16-byte chunks per lane (all of a 2048-wide row) load before waiting
   // for the previous kernel (weights, never written by it) so their latency overlaps that
-  // kernel's tail; through __ldcg, as in the gemv, which ptxas keeps above the wait. Lanes sum
+  // kernel's tail; through ld_stream (L2 only, evict-first), which ptxas keeps above the wait
+  // as it does __ldcg (see the gemv). Lanes sum
   // their chunks in column order either way.
   constexpr int kHeld = 8;
   const uint4* w = reinterpret_cast<const uint4*>(
       r < a.experts ? a.router + r * a.hidden : a.shared_gate);
   uint4 held[kHeld];
+  const uint64_t policy = stream_policy();
 #pragma unroll
   for (int i = 0; i < kHeld; ++i) {
     const int64_t c = lane + 32 * i;
-    held[i] = r < rows && c < chunks ? __ldcg(w + c) : make_uint4(0, 0, 0, 0);  // see gemv
+    held[i] = r < rows && c < chunks ? ld_stream(w + c, policy) : make_uint4(0, 0, 0, 0);
   }
   const bool norm = a.norm_residual != nullptr;
   float first_norm_w[8];  // the norm's weights of this thread's first chunk, also before the wait
@@ -413,7 +419,7 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
         if (lane + 32 * i < chunks) acc += dot8(x[lane + 32 * i], held[i]);
 #pragma unroll 4
       for (int64_t c = lane + 32 * kHeld; c < chunks; c += 32)
-        acc += dot8(x[c], __ldg(w + c));
+        acc += dot8(x[c], ld_stream(w + c, policy));
       acc = warp_sum<32>(acc);
       if (lane == 0) a.logits[t * rows + r] = acc;
     }
@@ -460,7 +466,9 @@ __global__ void __launch_bounds__(256) moe_gate_up_fused_kernel(MoeDecodeArgs a)
   const uint4* wg = reinterpret_cast<const uint4*>(base + r * a.hidden);
   const uint4* wu = reinterpret_cast<const uint4*>(base + (inter + r) * a.hidden);
   const uint4* xv = reinterpret_cast<const uint4*>(a.x + t * a.hidden);
-  const float act = silu_gate_up_row(xv, wg, wu, a.hidden / 8, lane);
+  // One token reads each expert once; more may share one (and all read the shared expert).
+  const float act = silu_gate_up_row<true>(xv, wg, wu, a.hidden / 8, lane,
+                                           stream_policy(a.tokens == 1));
   if (lane == 0) a.act[(t * slots + j) * a.act_stride + r] = act;
 }
 
@@ -501,6 +509,7 @@ __global__ void __launch_bounds__(256) moe_down_fused_kernel(MoeDecodeArgs a) {
       live ? routed + (a.shared_down != nullptr ? static_cast<int>(a.shared_inter / 8) : 0) : 0;
   const float* act = a.act + t * slots * a.act_stride;
   uint4 w[kLoads];
+  const uint64_t policy = stream_policy(a.tokens == 1);
   const float* ap[kLoads];
   float scale[kLoads];
   // The kLoads (slot, 8-row chunk) pairs of a round, i0 + 32u: weights, their act rows, scales.
@@ -513,13 +522,14 @@ __global__ void __launch_bounds__(256) moe_down_fused_kernel(MoeDecodeArgs a) {
       scale[u] = 0.0f;
       if (i < routed) {
         const int k = i / routed_chunks, ch = i - k * routed_chunks;
-        w[u] = __ldcg(reinterpret_cast<const uint4*>(
-            a.down + (static_cast<int64_t>(s_ids[k]) * a.hidden + c) * a.inter + ch * 8));
+        w[u] = ld_stream(reinterpret_cast<const uint4*>(
+            a.down + (static_cast<int64_t>(s_ids[k]) * a.hidden + c) * a.inter + ch * 8), policy);
         ap[u] = act + k * a.act_stride + ch * 8;
         scale[u] = s_w[k];
       } else if (i < total) {
         const int ch = i - routed;
-        w[u] = __ldcg(reinterpret_cast<const uint4*>(a.shared_down + c * a.shared_inter + ch * 8));
+        w[u] = ld_stream(reinterpret_cast<const uint4*>(a.shared_down + c * a.shared_inter + ch * 8),
+                         policy);
         ap[u] = act + a.top_k * a.act_stride + ch * 8;
         scale[u] = s_w[a.top_k];
       }
