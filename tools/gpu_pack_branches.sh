@@ -4,12 +4,13 @@
 # .gpu-BRANCH/bundle.tar.xz with tools/gpu_pack.sh, for tools/gpu_branches.sh on the GPU box
 # (carry [".gpu-base", ".gpu-BRANCH", ...]; .gpu-base: this checkout's bench_cuda, the
 # baseline).
-#   BRANCHES (default: the branch written and not yet run: moe-router-nolast, session 11)
+#   BRANCHES (required: the branches to pack, space-separated)
 #   BINS (default: tests/test_cuda tests/bench_cuda)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-for b in ${BRANCHES:-moe-router-nolast}; do
+: "${BRANCHES:?name the branches to pack, e.g. BRANCHES=my-branch}"
+for b in $BRANCHES; do
   # The branch's worktree if it has one, else a new one next to this checkout.
   wt=$(git worktree list --porcelain | awk -v ref="refs/heads/$b" \
          '/^worktree /{w = substr($0, 10)} $0 == "branch " ref {print w}')
@@ -26,4 +27,4 @@ done
 # The baseline: this checkout's bench_cuda alone (build-cuda, built by the caller), small enough
 # that it and four branch bundles stay under the 64 MiB a device call carries.
 BUILD=build-cuda DEST=.gpu-base BINS=tests/bench_cuda bash tools/gpu_pack.sh | tail -1
-du -ch .gpu-base/bundle.tar.xz $(for b in ${BRANCHES:-moe-router-nolast}; do echo ".gpu-$b/bundle.tar.xz"; done) | tail -1
+du -ch .gpu-base/bundle.tar.xz $(for b in $BRANCHES; do echo ".gpu-$b/bundle.tar.xz"; done) | tail -1

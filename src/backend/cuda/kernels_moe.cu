@@ -386,8 +386,7 @@ __global__ void __launch_bounds__(256) moe_router_fused_kernel(MoeDecodeArgs a) 
   // The row's first kHeld 16-byte chunks per lane (all of a 2048-wide row) load before waiting
   // for the previous kernel (weights, never written by it) so their latency overlaps that
   // kernel's tail; through ld_stream (L2 only, evict-first), which ptxas keeps above the wait
-  // as it does __ldcg (see the gemv). Lanes sum
-  // their chunks in column order either way.
+  // as it does __ldcg (see the gemv). Lanes sum their chunks in column order either way.
   constexpr int kHeld = 8;
   const uint4* w = reinterpret_cast<const uint4*>(
       r < a.experts ? a.router + r * a.hidden : a.shared_gate);
