@@ -332,16 +332,17 @@ TEST_F(CudaOps, GatedDeltaRule) {
 }
 
 // The fused Gated DeltaNet decode (conv1d + gates + delta rule + gated RMSNorm from the fused
-// in_proj row) against the CPU's four ops: GQA 3 and 1 and 4 value heads per key head, conv
-// kernels 4 and 3, sequences with and without a state; states compared too. Batches with a
-// multi-token sequence or verify snapshots are not its (undefined result, nothing written).
+// in_proj row) against the CPU's four ops: 3, 2, 1, 4 and 8 value heads per key head, conv
+// kernels 4, 3 and 8, sequences with and without a state; states compared too.
+// Batches with a multi-token sequence or verify snapshots are not its (undefined result,
+// nothing written).
 TEST_F(CudaOps, GatedDeltaNetDecodeFused) {
-  // Forced on: by default the backend takes the fused kernel only for batches with enough
-  // (sequence, key head) blocks, and these are small.
-  setenv("BLOCKFLASH_GDN_FUSED", "1", 1);
+  // A block per (sequence, value head); the q/k conv state is written by the last block of
+  // each key head's group to count itself in, so every case after the first also checks that
+  // the counters were left at zero (the 2-4-4 case runs twice).
   auto fused = make_cuda_backend();
-  unsetenv("BLOCKFLASH_GDN_FUSED");
-  for (auto [hk, hv, K] : {std::tuple{2, 6, 4}, {4, 4, 4}, {1, 4, 3}}) {
+  for (auto [hk, hv, K] :
+       {std::tuple{2, 6, 4}, {2, 4, 4}, {4, 4, 4}, {1, 4, 3}, {1, 8, 8}, {2, 4, 4}}) {
     SCOPED_TRACE(testing::Message() << "hk " << hk << " hv " << hv << " kernel " << K);
     const int dk = 128, dv = 128, slots = 6;
     const int64_t key_dim = hk * dk, value_dim = hv * dv, conv_dim = 2 * key_dim + value_dim;

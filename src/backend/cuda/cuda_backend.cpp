@@ -283,12 +283,11 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
-    // BLOCKFLASH_GDN_FUSED=0: never; =1: for every decode batch (tests); default: batches
-    // with enough blocks.
-    if (const char* e = std::getenv("BLOCKFLASH_GDN_FUSED")) {
-      gdn_fused_ = std::string(e) != "0";
-      gdn_fused_forced_ = std::string(e) == "1";
-    }
+    // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops (conv1d, gates, delta rule,
+    // gated norm) instead of the fused kernel, which is faster at every batch size measured
+    // (kernels_gdn_fused.cu).
+    if (const char* e = std::getenv("BLOCKFLASH_GDN_FUSED")) gdn_fused_ = std::string(e) != "0";
+
     // BLOCKFLASH_MOE_FUSED=0: never; =1: up to the kernels' limit of tokens (tests).
     if (const char* e = std::getenv("BLOCKFLASH_MOE_FUSED")) {
       moe_fused_ = std::string(e) != "0";
@@ -951,12 +950,15 @@ class CudaBackend final : public Backend {
       return Tensor();
     for (const BatchSequence& seq : batch.seqs)
       if (seq.query_len != 1 || !seq.snapshot_slots.empty()) return Tensor();
-    // A block per (sequence, key head): with fewer blocks than half the SMs the separate
-    // kernels are faster (27B, 16 key heads, batch 1: 14.40 vs 14.76 ms per step; batch 8:
-    // 16.98 vs 16.25 the other way; bench/NOTES.md).
-    if (static_cast<int64_t>(batch.seqs.size()) * dims.num_k_heads * 2 < ctx_.caps.num_sms &&
-        !gdn_fused_forced_)
-      return Tensor();
+    // The kernel's counters: made on an eager call (a graph's recording is preceded by one),
+    // like the MoE router's.
+    if (!gdn_counters_.defined()) {
+      if (recording_ != nullptr) return Tensor();
+      gdn_counters_ = Tensor::adopt(ctx_.pool->allocate(kGdnCounters * 4), {kGdnCounters},
+                                    DType::kI32, Device::kCUDA);
+      BF_CUDA_CHECK(cudaMemsetAsync(gdn_counters_.raw(), 0, kGdnCounters * 4, ctx_.stream));
+    }
+    if (static_cast<int64_t>(batch.seqs.size()) * dims.num_k_heads > kGdnCounters) return Tensor();
     const int64_t T = projected.rank() == 2 ? projected.dim(0) : -1;
     const int64_t hk = dims.num_k_heads, hv = dims.num_v_heads;
     const int64_t key_dim = hk * dims.k_head_dim, value_dim = hv * dims.v_head_dim;
@@ -1002,6 +1004,8 @@ class CudaBackend final : public Backend {
     a.recurrent_state = recurrent_state.f32();
     a.out = out.raw();
     a.out_dt = dt_of(out, op, "out");
+    a.counters = static_cast<unsigned*>(gdn_counters_.raw());
+    a.num_counters = kGdnCounters;
     launch_gdn_decode_fused(a, device_batch(batch, T, op), ctx_.stream);
     return out;
   }
@@ -1631,7 +1635,8 @@ class CudaBackend final : public Backend {
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
   bool gdn_fused_ = true;  // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops
-  bool gdn_fused_forced_ = false;
+  Tensor gdn_counters_;  // gated_deltanet_decode's counters (zero between launches)
+  static constexpr int64_t kGdnCounters = 16384;
   int forced_split_len_ = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN (0: chosen by grid size)
   bool moe_fused_ = true;    // BLOCKFLASH_MOE_FUSED=0: decode MoE blocks as separate ops
   bool moe_fused_forced_ = false;

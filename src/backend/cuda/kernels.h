@@ -141,6 +141,9 @@ struct GdnDecodeArgs {
   float* conv_state;                                    // [num_slots, conv_dim, kernel - 1]
   float* recurrent_state;                               // [num_slots, hv, dk, dv]
   void* out; int out_dt;
+  // Counters, zero between launches: at least num_seqs * hk of them when hv > hk (the last
+  // block of each key head's group writes its q/k conv state).
+  unsigned* counters = nullptr; int64_t num_counters = 0;
 };
 bool gdn_decode_fused_supported(int dk, int dv, int hk, int hv, int kernel);
 void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaStream_t s);

@@ -1,76 +1,127 @@
 // The Gated DeltaNet layer between its projections for a batch of single-token decodes, in one
-// kernel (it was four: conv1d, gates, the recurrent delta rule, the gated RMSNorm; at batch 1
-// their fixed costs were most of the ~17 us a layer took). A block per (sequence, key head)
-// owns every conv channel its heads read - q and k of the key head, v of its G value heads -
-// so it updates that part of the conv state alone (no other block reads it); the conv outputs
-// stay in shared memory in f32. The block's 4 warps then take the G value heads in turn, a lane
-// per value column with that column of the recurrent state in registers (128 threads, so 255
-// registers each), the same arithmetic as delta_recurrent_kernel; the gated norm sums over the
-// 4 warps through shared memory.
+// kernel (it was four: conv1d, gates, the recurrent delta rule, the gated RMSNorm, each with
+// its launch and wait). A block of 128 threads per (sequence, value head), a thread per value
+// column, the arithmetic of delta_recurrent_kernel and the gated norm's sum over the block.
+//
+// Launched with programmatic dependent launch while the input projection still streams, the
+// block loads before its wait everything that does not come from that projection: the head's
+// recurrent state (64 KB, by cp.async into shared memory, so the block needs few registers
+// and fits next to the projection's gemv blocks, three of which leave an SM about 10K
+// registers), its conv channels' taps and old conv state, the gate parameters. A slot's states
+// were last written by this layer's kernel in an earlier forward pass, many launches back,
+// and the batch metadata was uploaded before the pass began (kernels_delta.cu). Only the
+// projected row is read after the wait.
+//
+// q and k conv channels are shared by the G value heads of a key head: each of their blocks
+// computes them from the old conv state it read before the wait, and the last of the G to
+// count itself in (a counter per (sequence, key head), which that block resets) writes the new
+// state; every other block counted itself in after its reads were used. A block per key head
+// owning the channels (the previous form) left 16 blocks at batch 1, too few to hide the state.
+// Same H200 call, graph ms, four kernels / per key head / per value head: 35B-A3B B=1 2.70 /
+// 2.62 / 2.63, B=2 4.02 / 3.65 / 3.63, B=8 7.02 / 6.69 / 6.62, B=32 17.77 / 17.50 / 17.23;
+// 27B B=2 15.49 / 15.75 / 15.16, B=8 17.02 / 16.38 / 16.22 (bench/NOTES.md).
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/flash_common.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace bf::cuda {
 namespace {
 
 constexpr int kDk = 128, kDv = 128;
-constexpr int kMaxGroup = 8;    // value heads per key head (shared memory for their v)
-constexpr int kMaxKernel = 8;   // conv taps
+constexpr int kMaxGroup = 8;       // value heads per key head
+constexpr int kMaxKernel = 8;      // conv taps
+constexpr int kHeadThreads = kDv;  // a thread per value column
 
-__global__ void __launch_bounds__(128)
-    gdn_decode_fused_kernel(GdnDecodeArgs a, DeviceBatch b) {
-  pdl_wait();
-  __shared__ float s_q[kDk], s_k[kDk], s_v[kMaxGroup][kDv];
-  __shared__ float s_sq[kMaxGroup][4];
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+size_t head_smem_bytes() {
+  return static_cast<size_t>(kDk) * kDv * sizeof(float);
+}
+
+template <int kMaxTaps>  // at least the conv's taps: 4 (Qwen3.5) or kMaxKernel
+__global__ void __launch_bounds__(kHeadThreads, 8)
+    gdn_decode_head_kernel(GdnDecodeArgs a, DeviceBatch b) {
+  extern __shared__ float4 s_state4[];  // [dk][dv]: the head's state, f32
+  float* s_state = reinterpret_cast<float*>(s_state4);
+  __shared__ float s_q[kDk], s_k[kDk], s_v[kDv], s_sq[kHeadThreads / 32];
+  __shared__ bool s_last;
   const SeqInfo seq = b.seqs[blockIdx.x];
-  if (seq.query_len != 1) return;  // the host sends only single-token batches
-  const int kh = blockIdx.y;
-  const int G = a.hv / a.hk;
-  const int64_t t = seq.query_start;
-  const int64_t row = t * a.proj_cols;
-  const bool has_state = seq.num_computed > 0;
-  const int history = a.kernel - 1;
-
-  // Conv1d + SiLU of this block's channels: q (dk), k (dk), v of its G heads (G dv).
-  const int channels = 2 * kDk + G * kDv;
-  for (int idx = threadIdx.x; idx < channels; idx += blockDim.x) {
-    int64_t c;
-    float* dst;
-    if (idx < kDk) {
-      c = static_cast<int64_t>(kh) * kDk + idx;
-      dst = &s_q[idx];
-    } else if (idx < 2 * kDk) {
-      c = a.key_dim + static_cast<int64_t>(kh) * kDk + (idx - kDk);
-      dst = &s_k[idx - kDk];
-    } else {
-      const int j = (idx - 2 * kDk) / kDv, i = (idx - 2 * kDk) % kDv;
-      c = 2 * a.key_dim + static_cast<int64_t>(kh * G + j) * kDv + i;
-      dst = &s_v[j][i];
-    }
-    const float input = ld(a.projected, a.proj_dt, row + c);
-    float* state =
-        a.conv_state + (static_cast<int64_t>(seq.state_slot) * a.conv_dim + c) * history;
-    float acc = ld(a.conv_weight, a.conv_w_dt, c * a.kernel + history) * input;
-    float win[kMaxKernel];  // constant indices only (unrolled, guarded): registers
-#pragma unroll
-    for (int j = 0; j < kMaxKernel; ++j) {
-      if (j >= history) break;
-      win[j] = has_state ? state[j] : 0.0f;
-      acc += ld(a.conv_weight, a.conv_w_dt, c * a.kernel + j) * win[j];
-    }
-#pragma unroll
-    for (int j = 0; j < kMaxKernel; ++j) {
-      if (j >= history) break;
-      state[j] = j + 1 < history ? win[j + 1] : input;
-    }
-    *dst = siluf_(acc);
+  if (seq.query_len != 1) {  // the host sends only single-token batches
+    pdl_wait();
+    return;
   }
-  __syncthreads();
+  const int vh = blockIdx.y, G = a.hv / a.hk, kh = vh / G;
+  const int c = threadIdx.x, warp = c / 32, lane = c % 32;
+  const int64_t t = seq.query_start, row = t * a.proj_cols;
+  const bool has_state = seq.num_computed > 0;
+  const int taps = a.kernel, history = a.kernel - 1;
+  const int64_t state_size = static_cast<int64_t>(kDk) * kDv;
+  float* state =
+      a.recurrent_state + (static_cast<int64_t>(seq.state_slot) * a.hv + vh) * state_size;
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int col = warp * 32 + lane;  // value column
+  // Before the wait: the state into shared memory (16-byte copies, L2 only), then this
+  // thread's three conv channels (q, k of the key head, v of the head: column c of each),
+  // their taps and old state into registers; the head's gate parameters and norm weight.
+  if (has_state)
+    for (int i = c; i < kDk * kDv / 4; i += kHeadThreads)
+      cp_async16(s_state4 + i, reinterpret_cast<const float4*>(state) + i, true);
+  const int64_t channel[3] = {static_cast<int64_t>(kh) * kDk + c,
+                              a.key_dim + static_cast<int64_t>(kh) * kDk + c,
+                              2 * a.key_dim + static_cast<int64_t>(vh) * kDv + c};
+  float* conv_state = a.conv_state + static_cast<int64_t>(seq.state_slot) * a.conv_dim * history;
+  float w[3][kMaxTaps], old[3][kMaxTaps - 1];
+#pragma unroll
+  for (int ch = 0; ch < 3; ++ch) {
+#pragma unroll
+    for (int j = 0; j < kMaxTaps; ++j)
+      w[ch][j] = j < taps ? ld(a.conv_weight, a.conv_w_dt, channel[ch] * taps + j) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < kMaxTaps - 1; ++j)
+      old[ch][j] = j < history && has_state ? __ldcg(conv_state + channel[ch] * history + j) : 0.0f;
+  }
+  const float A = ld(a.A_log, a.A_log_dt, vh), dt_bias = ld(a.dt_bias, a.dt_bias_dt, vh);
+  const float norm_w = ld(a.norm_weight, a.norm_dt, c);
+  pdl_wait();
+
+  // The projection's outputs: the three channels' inputs, z of column c, b and a of the head.
+  const int64_t gates = row + a.conv_dim + a.value_dim;  // b, then a, per value head
+  float input[3];
+#pragma unroll
+  for (int ch = 0; ch < 3; ++ch) input[ch] = ld(a.projected, a.proj_dt, row + channel[ch]);
+  const float z = ld(a.projected, a.proj_dt, row + a.conv_dim + static_cast<int64_t>(vh) * kDv + c);
+  const float b_in = ld(a.projected, a.proj_dt, gates + vh);
+  const float a_in = ld(a.projected, a.proj_dt, gates + a.hv + vh);
+  float* conv_out[3] = {&s_q[c], &s_k[c], &s_v[c]};
+#pragma unroll
+  for (int ch = 0; ch < 3; ++ch) {
+    float last_tap = 0.0f;  // w[ch][history], by constant indices (registers, not the stack)
+#pragma unroll
+    for (int j = 0; j < kMaxTaps; ++j)
+      if (j == history) last_tap = w[ch][j];
+    float acc = last_tap * input[ch];  // the newest input takes the last tap
+#pragma unroll
+    for (int j = 0; j < kMaxTaps - 1; ++j)
+      if (j < history) acc += w[ch][j] * old[ch][j];
+    *conv_out[ch] = siluf_(acc);
+  }
+  // The v channel's new conv state is this block's alone.
+#pragma unroll
+  for (int j = 0; j < kMaxTaps - 1; ++j)
+    if (j < history)
+      conv_state[channel[2] * history + j] = j + 1 < history ? old[2][j + 1] : input[2];
+  // Count this block in for its key head (its old-state reads are used above); the answer
+  // is needed only at the end.
+  unsigned* counter = a.counters + static_cast<int64_t>(blockIdx.x) * a.hk + kh;
+  unsigned arrived = 0;
+  __syncthreads();  // every thread's conv done (its reads of the old state used)
+  if (c == 0 && G > 1) arrived = atomicAdd(counter, 1u);
+  cp_async_wait_all();
+  __syncthreads();  // s_q, s_k, s_v and the state visible to all
+
   // q/k norms (every warp computes them: 4 values per lane).
   float qq = 0.0f, kk = 0.0f, kq = 0.0f;
 #pragma unroll
@@ -85,62 +136,69 @@ __global__ void __launch_bounds__(128)
   kq = warp_sum<32>(kq);
   const float q_norm = rsqrtf(qq + 1e-6f) * rsqrtf(static_cast<float>(kDk));
   const float k_norm = rsqrtf(kk + 1e-6f);
-  const int64_t gates = row + a.conv_dim + a.value_dim;  // b, then a, per value head
-  // The group's value heads one after another (128 threads: S columns stay in registers).
-  for (int j = 0; j < G; ++j) {
-    const int vh = kh * G + j;
-    // beta = sigmoid(b), g = -exp(A_log) softplus(a + dt_bias).
-    const float b_in = ld(a.projected, a.proj_dt, gates + vh);
-    const float a_in =
-        ld(a.projected, a.proj_dt, gates + a.hv + vh) + ld(a.dt_bias, a.dt_bias_dt, vh);
-    const float softplus = a_in > 20.0f ? a_in : log1pf(expf(a_in));
-    const float g = -expf(ld(a.A_log, a.A_log_dt, vh)) * softplus;
-    const float beta = 1.0f / (1.0f + expf(-b_in));
-    float* S_col =
-        a.recurrent_state + (static_cast<int64_t>(seq.state_slot) * a.hv + vh) * kDk * kDv + col;
-    float S[kDk];
-#pragma unroll
-    for (int i = 0; i < kDk; ++i) S[i] = has_state ? S_col[i * kDv] : 0.0f;
-    const float decay = expf(g);
-    float kv_mem = 0.0f, sq = 0.0f;
-#pragma unroll
+  // beta = sigmoid(b), g = -exp(A_log) softplus(a + dt_bias).
+  const float a_biased = a_in + dt_bias;
+  const float softplus = a_biased > 20.0f ? a_biased : log1pf(expf(a_biased));
+  const float decay = expf(-expf(A) * softplus);
+  const float beta = 1.0f / (1.0f + expf(-b_in));
+  float kv_mem = 0.0f, sq = 0.0f;
+  if (has_state) {
+#pragma unroll 16
     for (int i = 0; i < kDk; ++i) {
-      S[i] *= decay;
-      kv_mem += S[i] * s_k[i];
-      sq += S[i] * s_q[i];
+      const float S = s_state[i * kDv + c] * decay;
+      kv_mem += S * s_k[i];
+      sq += S * s_q[i];
     }
-    const float delta = (s_v[j][col] - kv_mem * k_norm) * beta * k_norm;  // on the raw k
-#pragma unroll
-    for (int i = 0; i < kDk; ++i) {
-      S[i] += s_k[i] * delta;
-      S_col[i * kDv] = S[i];
-    }
-    const float o = (sq + delta * kq) * q_norm;
-    // Gated RMSNorm over the head's 128 columns (the block's 4 warps).
-    const float part = warp_sum<32>(o * o);
-    if (lane == 0) s_sq[j][warp] = part;
-    __syncthreads();
-    const float total = s_sq[j][0] + s_sq[j][1] + s_sq[j][2] + s_sq[j][3];
-    const float scale = rsqrtf(total / kDv + a.eps);
-    const float z =
-        ld(a.projected, a.proj_dt, row + a.conv_dim + static_cast<int64_t>(vh) * kDv + col);
-    st(a.out, a.out_dt, t * a.hv * kDv + static_cast<int64_t>(vh) * kDv + col,
-       ld(a.norm_weight, a.norm_dt, col) * o * scale * siluf_(z));
   }
+  const float delta = (s_v[c] - kv_mem * k_norm) * beta * k_norm;  // on the raw k
+#pragma unroll 16
+  for (int i = 0; i < kDk; ++i) {
+    const float S = has_state ? s_state[i * kDv + c] * decay : 0.0f;
+    state[i * kDv + c] = S + s_k[i] * delta;
+  }
+  const float o = (sq + delta * kq) * q_norm;
+  // Gated RMSNorm over the head's 128 columns (the block's 4 warps).
+  const float part = warp_sum<32>(o * o);
+  if (lane == 0) s_sq[warp] = part;
+  __syncthreads();
+  const float total = s_sq[0] + s_sq[1] + s_sq[2] + s_sq[3];
+  st(a.out, a.out_dt, t * a.hv * kDv + static_cast<int64_t>(vh) * kDv + c,
+     norm_w * o * rsqrtf(total / kDv + a.eps) * siluf_(z));
+  // The q/k conv state: by the last block of the key head's group (or the only one).
+  if (c == 0) s_last = G == 1 || arrived == static_cast<unsigned>(G - 1);
+  __syncthreads();
+  if (!s_last) return;
+#pragma unroll
+  for (int ch = 0; ch < 2; ++ch)
+#pragma unroll
+    for (int j = 0; j < kMaxTaps - 1; ++j)
+      if (j < history)
+        conv_state[channel[ch] * history + j] = j + 1 < history ? old[ch][j + 1] : input[ch];
+  if (c == 0 && G > 1) *counter = 0;  // ready for the next layer (and graph replay)
 }
 
 }  // namespace
 
 bool gdn_decode_fused_supported(int dk, int dv, int hk, int hv, int kernel) {
-  return dk == kDk && dv == kDv && hk > 0 && hv % hk == 0 && hv / hk <= kMaxGroup &&
-         kernel >= 1 && kernel <= kMaxKernel;
+  return dk == kDk && dv == kDv && hk > 0 && hv % hk == 0 && hv / hk <= kMaxGroup && kernel >= 1 &&
+         kernel <= kMaxKernel;
 }
 
 void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaStream_t s) {
   BF_CHECK(gdn_decode_fused_supported(kDk, kDv, a.hk, a.hv, a.kernel),
            "gdn decode (fused): unsupported shape");
   if (b.num_seqs == 0) return;
-  launch_pdl(gdn_decode_fused_kernel, dim3(b.num_seqs, a.hk), 128, 0, s, a, b);
+  BF_CHECK(a.hv == a.hk || (a.counters != nullptr && int64_t{b.num_seqs} * a.hk <= a.num_counters),
+           "gdn decode (fused): ", b.num_seqs, " sequences need more counters");
+  static const bool raised = [] {  // 64 KB of state: opt in to more than 48 KB, once
+    for (auto kernel : {gdn_decode_head_kernel<4>, gdn_decode_head_kernel<kMaxKernel>})
+      BF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(head_smem_bytes())));
+    return true;
+  }();
+  (void)raised;
+  launch_pdl(a.kernel <= 4 ? gdn_decode_head_kernel<4> : gdn_decode_head_kernel<kMaxKernel>,
+             dim3(b.num_seqs, a.hv), kHeadThreads, head_smem_bytes(), s, a, b);
   BF_CUDA_LAUNCH_CHECK();
 }
 
