@@ -15,8 +15,9 @@
 // q and k conv channels are shared by the G value heads of a key head: each of their blocks
 // computes them from the old conv state it read before the wait, and the last of the G to
 // count itself in (a counter per (sequence, key head), which that block resets) writes the new
-// state; every other block counted itself in after its reads were used. A block per key head
-// owning the channels (the previous form) left 16 blocks at batch 1, too few to hide the state.
+// state; every other block counted itself in after its reads were used. The previous form, a
+// block per key head owning the channels (rewritten this session with its state in registers,
+// 512 threads), measured the same at 35B-A3B batch 1 to 8 and slower at 32 and on the 27B.
 // Same H200 call, graph ms, four kernels / per key head / per value head: 35B-A3B B=1 2.70 /
 // 2.62 / 2.63, B=2 4.02 / 3.65 / 3.63, B=8 7.02 / 6.69 / 6.62, B=32 17.77 / 17.50 / 17.23;
 // 27B B=2 15.49 / 15.75 / 15.16, B=8 17.02 / 16.38 / 16.22 (bench/NOTES.md).
