@@ -17,8 +17,8 @@ It edits files in place, so run it on a scratch worktree, never on the checkout 
         CCACHE_BASEDIR=/ cmake --build /tmp/stamps/build-cuda -j2 --target bench_cuda
     # (~1 minute here with ccache: only the stamped files recompile)
     BUILD=/tmp/stamps/build-cuda DEST=.gpu-stamps BINS=tests/bench_cuda bash tools/gpu_pack.sh
-    # on the GPU box (carry [".gpu-stamps"]), after unpacking to $G:
-    BENCH_STAMPS=1 BENCH_SKIP_PREFILL=1 $G/bin/bench_cuda model bench/configs/qwen3.5-35b-a3b.json 1
+    # on the GPU box, carry [".gpu-stamps"]: the defaults, then each of STAMP_VARIANTS
+    bash tools/gpu_stamps.sh     # = BENCH_STAMPS=1 bench_cuda model CONFIG 1, per setting
 Each row is one block; columns are ns from the first block's start. The anchors are source
 lines of the kernels as of session 13: when a kernel changes, adjust its POINTS entry (the
 script fails loudly when an anchor is missing).
