@@ -287,7 +287,6 @@ class CudaBackend final : public Backend {
     // gated norm) instead of the fused kernel, which is faster at every batch size measured
     // (kernels_gdn_fused.cu).
     if (const char* e = std::getenv("BLOCKFLASH_GDN_FUSED")) gdn_fused_ = std::string(e) != "0";
-
     // BLOCKFLASH_MOE_FUSED=0: never; =1: up to the kernels' limit of tokens (tests).
     if (const char* e = std::getenv("BLOCKFLASH_MOE_FUSED")) {
       moe_fused_ = std::string(e) != "0";
@@ -936,6 +935,16 @@ class CudaBackend final : public Backend {
     launch_causal_conv1d(x.raw(), xdt, weight.raw(), wdt, conv_dim, kernel, d, conv_state.f32(),
                          out.raw(), odt, ctx_.stream);
   }
+  // Device counters that the kernels using them leave at zero (last-block patterns), made once
+  // on an eager call: a graph's recording is preceded by one, and a recording cannot
+  // allocate. False while recording before they exist (the caller takes its unfused path).
+  bool zeroed_counters(Tensor& counters, int64_t n) {
+    if (counters.defined()) return true;
+    if (recording_ != nullptr) return false;
+    counters = Tensor::adopt(ctx_.pool->allocate(n * 4), {n}, DType::kI32, Device::kCUDA);
+    BF_CUDA_CHECK(cudaMemsetAsync(counters.raw(), 0, n * 4, ctx_.stream));
+    return true;
+  }
   // Single-token decodes (no verify snapshots) at dk = dv = 128: the fused kernel
   // (BLOCKFLASH_GDN_FUSED=0 keeps the four ops).
   Tensor gated_deltanet_decode(const Tensor& projected, const Tensor& conv_weight,
@@ -950,15 +959,9 @@ class CudaBackend final : public Backend {
       return Tensor();
     for (const BatchSequence& seq : batch.seqs)
       if (seq.query_len != 1 || !seq.snapshot_slots.empty()) return Tensor();
-    // The kernel's counters: made on an eager call (a graph's recording is preceded by one),
-    // like the MoE router's.
-    if (!gdn_counters_.defined()) {
-      if (recording_ != nullptr) return Tensor();
-      gdn_counters_ = Tensor::adopt(ctx_.pool->allocate(kGdnCounters * 4), {kGdnCounters},
-                                    DType::kI32, Device::kCUDA);
-      BF_CUDA_CHECK(cudaMemsetAsync(gdn_counters_.raw(), 0, kGdnCounters * 4, ctx_.stream));
-    }
-    if (static_cast<int64_t>(batch.seqs.size()) * dims.num_k_heads > kGdnCounters) return Tensor();
+    if (!zeroed_counters(gdn_counters_, kGdnCounters) ||
+        static_cast<int64_t>(batch.seqs.size()) * dims.num_k_heads > kGdnCounters)
+      return Tensor();
     const int64_t T = projected.rank() == 2 ? projected.dim(0) : -1;
     const int64_t hk = dims.num_k_heads, hv = dims.num_v_heads;
     const int64_t key_dim = hk * dims.k_head_dim, value_dim = hv * dims.v_head_dim;
@@ -1427,13 +1430,7 @@ class CudaBackend final : public Backend {
       a.norm_out = static_cast<__nv_bfloat16*>(const_cast<void*>(x.raw()));
     }
     if (!moe_decode_fused_supported(a)) return false;
-    // The routing kernel's completion counter: persistent, zero between launches. Made on an
-    // eager call (a graph's recording is preceded by one).
-    if (!moe_counter_.defined()) {
-      if (recording_ != nullptr) return false;
-      moe_counter_ = Tensor::adopt(ctx_.pool->allocate(16), {4}, DType::kI32, Device::kCUDA);
-      BF_CUDA_CHECK(cudaMemsetAsync(moe_counter_.raw(), 0, 16, ctx_.stream));
-    }
+    if (!zeroed_counters(moe_counter_, 4)) return false;  // the routing kernel's completion count
     const int64_t slots = top_k + (shared ? 1 : 0);
     const int64_t stride = (std::max(inter, shared_inter) + 3) / 4 * 4;
     Tensor logits = alloc({T, E + 1}, DType::kF32);

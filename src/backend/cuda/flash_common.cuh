@@ -1,6 +1,7 @@
 // Device helpers shared by the flash attention kernels (kernels_flash.cu: mma.sync;
 // kernels_flash_wgmma.cu: Hopper wgmma): cp.async, ldmatrix, mma.sync, bf16 packing, exp2,
-// the masked online-softmax step and the output store.
+// the masked online-softmax step and the output store. The GDN kernels that stage through
+// shared memory (kernels_delta_chunked.cu, kernels_gdn_fused.cu) take the cp.async ones.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -18,6 +19,9 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                "r"(bytes));
 }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits for all of this thread's committed cp.async groups.
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])

@@ -18,6 +18,7 @@
 // GEMMs use mma.sync m16n8k8 TF32 with f32 accumulation (3xTF32, about f32-exact, when the
 // inputs are f32: the checking mode).
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/flash_common.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace bf::cuda {
@@ -117,13 +118,6 @@ __device__ __forceinline__ int frag_row(int e) { return ((threadIdx.x & 31) >> 2
 __device__ __forceinline__ int frag_col(int e) { return 2 * (threadIdx.x & 3) + (e & 1); }
 
 
-__device__ __forceinline__ void cp_async_16(float* dst, const float* src, bool valid) {
-  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-               "r"(valid ? 16 : 0));  // src-size 0 zero-fills
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n"); }
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -320,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 2)  // two CTAs per SM: 192 CTAs at 
                  : col < 2 * C ? dst + Lay::p_off + r * ldc + col - C
                                : dst + Lay::f_off + r * kRowFactors + col - 2 * C;
       const bool valid = r < L;
-      cp_async_16(d, prep + ((row0 + (valid ? r : 0)) * a.hv + h) * kPrepRow + col, valid);
+      cp_async16(d, prep + ((row0 + (valid ? r : 0)) * a.hv + h) * kPrepRow + col, valid);
     }
     cp_async_commit();
   };

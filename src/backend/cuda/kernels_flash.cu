@@ -112,9 +112,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 2 : 1)
       if (load_k) cp_async16(sK + r * LD + chunk_col, kc + off, valid);
       if (load_v) cp_async16(sV + r * LD + chunk_col, vc + off, valid);
     }
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_async_commit();
   };
-  auto wait_loads = [] { asm volatile("cp.async.wait_group 0;\n" ::); };
+  auto wait_loads = [] { cp_async_wait_all(); };
   if (kv_begin < kv_end) load_tile(true, kDouble, kv_begin, 0);  // same group as Q
   int buf = 0;
   for (int kv0 = kv_begin; kv0 < kv_end; kv0 += BN, buf ^= (kDouble ? 1 : 0)) {

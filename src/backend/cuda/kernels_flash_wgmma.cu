@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp_async16(sK + dst, kc + off, valid);
       cp_async16(sV + dst, vc + off, valid);
     }
-    asm volatile("cp.async.commit_group;\n" ::);
+    cp_async_commit();
   };
 
   const float sl2 = a.scale * 1.4426950408889634f;
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (kv_begin < kv_end) load_tile(kv_begin, 0);  // same group as Q
   int buf = 0;
   for (int kv0 = kv_begin; kv0 < kv_end; kv0 += kBN, buf ^= 1) {
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    cp_async_wait_all();
     wgmma::fence_proxy_async();  // this thread's cp.async data, visible to wgmma
     __syncthreads();             // everyone's tile i landed; every warp is done with tile i-1
     if (kv0 + kBN < kv_end) load_tile(kv0 + kBN, buf ^ 1);

@@ -35,13 +35,7 @@ constexpr int kMaxGroup = 8;       // value heads per key head
 constexpr int kMaxKernel = 8;      // conv taps
 constexpr int kHeadThreads = kDv;  // a thread per value column
 
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
-
-size_t head_smem_bytes() {
-  return static_cast<size_t>(kDk) * kDv * sizeof(float);
-}
+constexpr size_t kHeadSmemBytes = static_cast<size_t>(kDk) * kDv * sizeof(float);  // the state
 
 template <int kMaxTaps>  // at least the conv's taps: 4 (Qwen3.5) or kMaxKernel
 __global__ void __launch_bounds__(kHeadThreads, 8)
@@ -70,6 +64,7 @@ __global__ void __launch_bounds__(kHeadThreads, 8)
   if (has_state)
     for (int i = c; i < kDk * kDv / 4; i += kHeadThreads)
       cp_async16(s_state4 + i, reinterpret_cast<const float4*>(state) + i, true);
+  cp_async_commit();
   const int64_t channel[3] = {static_cast<int64_t>(kh) * kDk + c,
                               a.key_dim + static_cast<int64_t>(kh) * kDk + c,
                               2 * a.key_dim + static_cast<int64_t>(vh) * kDv + c};
@@ -194,12 +189,12 @@ void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaS
   static const bool raised = [] {  // 64 KB of state: opt in to more than 48 KB, once
     for (auto kernel : {gdn_decode_head_kernel<4>, gdn_decode_head_kernel<kMaxKernel>})
       BF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(head_smem_bytes())));
+                                         static_cast<int>(kHeadSmemBytes)));
     return true;
   }();
   (void)raised;
   launch_pdl(a.kernel <= 4 ? gdn_decode_head_kernel<4> : gdn_decode_head_kernel<kMaxKernel>,
-             dim3(b.num_seqs, a.hv), kHeadThreads, head_smem_bytes(), s, a, b);
+             dim3(b.num_seqs, a.hv), kHeadThreads, kHeadSmemBytes, s, a, b);
   BF_CUDA_LAUNCH_CHECK();
 }
 
