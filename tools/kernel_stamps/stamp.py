@@ -19,7 +19,9 @@ It edits files in place, so run it on a scratch worktree, never on the checkout 
     BUILD=/tmp/stamps/build-cuda DEST=.gpu-stamps BINS=tests/bench_cuda bash tools/gpu_pack.sh
     # on the GPU box, carry [".gpu-stamps"]: the defaults, then each of STAMP_VARIANTS
     bash tools/gpu_stamps.sh     # = BENCH_STAMPS=1 bench_cuda model CONFIG 1, per setting
-Each row is one block; columns are ns from the first block's start. The anchors are source
+Each row is one block with the SM it ran on; columns are ns from the first block's start, then
+the SM's clock cycles from the block's own first point (exact within a block; session 14 found
+the GDN decode blocks three to an SM this way). The anchors are source
 lines of the kernels as of session 13: when a kernel changes, adjust its POINTS entry (the
 script fails loudly when an anchor is missing).
 """
@@ -59,7 +61,7 @@ TARGETS = {
     },
 }
 
-SLOTS = 16
+SLOTS = 32  # per block: %globaltimer at point k, the SM's clock64 at k + 16, its SM id at 31
 BLOCKS = 64
 
 
@@ -69,8 +71,13 @@ __device__ unsigned long long g_stamps_{name}[{BLOCKS} * {SLOTS}];
 #define STAMP_{name.upper()}(k)                                                       \\
   if (threadIdx.x == 0 && blockIdx.x * gridDim.y + blockIdx.y < {BLOCKS}) {{          \\
     unsigned long long now;                                                        \\
+    unsigned sm;                                                                   \\
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));                       \\
-    g_stamps_{name}[(blockIdx.x * gridDim.y + blockIdx.y) * {SLOTS} + (k)] = now;   \\
+    unsigned long long* row = g_stamps_{name} + (blockIdx.x * gridDim.y + blockIdx.y) * {SLOTS}; \\
+    row[k] = now;                                                                  \\
+    row[16 + (k)] = clock64();                                                     \\
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));                               \\
+    row[31] = sm;                                                                  \\
   }}
 """
 
@@ -87,9 +94,12 @@ void print_stamps_{name}() {{
   std::printf("stamps {name} (ns from the first block's start): {header}\\n");
   for (int b = 0; b < {BLOCKS}; ++b) {{
     if (h[b * {SLOTS}] == 0) continue;
-    std::printf("  block %2d:", b);
+    std::printf("  block %2d sm %3llu:", b, h[b * {SLOTS} + 31]);
     for (int k = 0; k < {len(labels)}; ++k)
       std::printf(" %7lld", h[b * {SLOTS} + k] >= t0 ? (long long)(h[b * {SLOTS} + k] - t0) : -1ll);
+    std::printf("  | cycles:");  // the SM's clock from this block's first point (exact within it)
+    for (int k = 0; k < {len(labels)}; ++k)
+      std::printf(" %6lld", (long long)(h[b * {SLOTS} + 16 + k] - h[b * {SLOTS} + 16]));
     std::printf("\\n");
   }}
 }}

@@ -121,6 +121,17 @@ inline int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) 
 // pdl_wait() before it reads anything an earlier kernel wrote or writes anything an earlier
 // kernel reads; only loads of weights may come before it.
 bool pdl_enabled();
+// Dynamic shared memory for a small, latency-bound grid of `blocks` blocks that needs `needed`
+// bytes: enough that no two of its blocks can share an SM, when the grid fits on the SMs and a
+// block may take that much; else `needed`. Launched while the kernel before it drains, such a
+// grid is otherwise packed by the block scheduler onto the few SMs that have room: at
+// 35B-A3B batch 1 the 32 fused GDN decode blocks landed three to an SM, and their passes over
+// the state ran 2-3x slower than alone (in-kernel stamps, bench/NOTES.md). BLOCKFLASH_SPREAD=0
+// turns it off, BLOCKFLASH_SPREAD=gdn (a comma-separated list) keeps it for the kernels named
+// (`kernel`: gdn, router). spread_smem_limit() is the most it returns: the kernel's
+// cudaFuncAttributeMaxDynamicSharedMemorySize must allow that.
+size_t spread_smem_bytes(int64_t blocks, size_t needed, const char* kernel);
+size_t spread_smem_limit();
 #if defined(__CUDACC__)
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -21,6 +21,7 @@
 // Same H200 call, graph ms, four kernels / per key head / per value head: 35B-A3B B=1 2.70 /
 // 2.62 / 2.63, B=2 4.02 / 3.65 / 3.63, B=8 7.02 / 6.69 / 6.62, B=32 17.77 / 17.50 / 17.23;
 // 27B B=2 15.49 / 15.75 / 15.16, B=8 17.02 / 16.38 / 16.22 (bench/NOTES.md).
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
@@ -186,15 +187,20 @@ void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaS
   if (b.num_seqs == 0) return;
   BF_CHECK(a.hv == a.hk || (a.counters != nullptr && int64_t{b.num_seqs} * a.hk <= a.num_counters),
            "gdn decode (fused): ", b.num_seqs, " sequences need more counters");
-  static const bool raised = [] {  // 64 KB of state: opt in to more than 48 KB, once
+  static const bool raised = [] {  // 64 KB of state (or a spread grid's share): opt in, once
+    const size_t most = std::max(kHeadSmemBytes, spread_smem_limit());
     for (auto kernel : {gdn_decode_head_kernel<4>, gdn_decode_head_kernel<kMaxKernel>})
       BF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kHeadSmemBytes)));
+                                         static_cast<int>(most)));
     return true;
   }();
   (void)raised;
+  // A block per SM while the grid fits (up to 4 sequences at 32 value heads): packed three to
+  // an SM next to the in-projection's blocks, the state passes ran 2-3x slower. Same call:
+  // 35B-A3B batch 1 2.57 / 2.59 -> 2.46 / 2.48 ms, 27B 13.89 / 13.62 -> 13.34 / 13.38.
+  const size_t smem = spread_smem_bytes(int64_t{b.num_seqs} * a.hv, kHeadSmemBytes, "gdn");
   launch_pdl(a.kernel <= 4 ? gdn_decode_head_kernel<4> : gdn_decode_head_kernel<kMaxKernel>,
-             dim3(b.num_seqs, a.hv), kHeadThreads, kHeadSmemBytes, s, a, b);
+             dim3(b.num_seqs, a.hv), kHeadThreads, smem, s, a, b);
   BF_CUDA_LAUNCH_CHECK();
 }
 
