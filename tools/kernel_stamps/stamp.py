@@ -47,6 +47,15 @@ TARGETS = {
             ("out", "if (!s_last) return;", "before"),
         ],
     },
+    "gateup": {
+        "file": "src/backend/cuda/kernels_moe.cu",
+        "kernel": "moe_gate_up_fused_kernel(MoeDecodeArgs a) {",
+        "points": [
+            ("start", "const int warp = threadIdx.x / 32", "before"),
+            ("waited", "pdl_wait();  // by every block before any exits", "after"),
+            ("done", "if (lane == 0) a.act[", "after"),
+        ],
+    },
     "router": {
         "file": "src/backend/cuda/kernels_moe.cu",
         "kernel": "moe_router_fused_kernel(MoeDecodeArgs a) {",
@@ -91,7 +100,7 @@ void print_stamps_{name}() {{
   unsigned long long t0 = ~0ull;
   for (int b = 0; b < {BLOCKS}; ++b)
     if (h[b * {SLOTS}] != 0 && h[b * {SLOTS}] < t0) t0 = h[b * {SLOTS}];
-  std::printf("stamps {name} (ns from the first block's start): {header}\\n");
+  std::printf("stamps {name} (ns from the first block's start, at %llu): {header}\\n", t0);
   for (int b = 0; b < {BLOCKS}; ++b) {{
     if (h[b * {SLOTS}] == 0) continue;
     std::printf("  block %2d sm %3llu:", b, h[b * {SLOTS} + 31]);
