@@ -111,9 +111,9 @@ std::vector<EngineRequest> some_requests(uint32_t seed, int count, int max_token
 // verify computes 1+K rows in one GEMM where plain decoding computes one, so f32 sums round
 // differently: ~1e-4 seen with OpenBLAS's AVX2 kernels, 1.35e-3 on an AVX-512 Xeon, whose
 // sgemm takes other kernels for small products; ranks may swap between near-tied entries,
-// whose values then agree at that rank). bf16: logprobs within 0.25, and tokens identical up to the first position
-// where plain decoding's top-2 logprobs are closer than that (a legitimate flip under bf16
-// rounding); the request's comparison ends there. The tiny random checkpoints amplify
+// whose values then agree at that rank). bf16: logprobs within 0.25, and tokens identical up
+// to the first position where plain decoding's top-2 logprobs are closer than that (a
+// legitimate flip under bf16 rounding); the request's comparison ends there. The tiny random checkpoints amplify
 // rounding (0.05-0.2 nats between a verify row and a decode row were measured on the H200),
 // so bf16 shows the size of the drift; f32 mode is the exact check.
 void expect_same(const std::vector<Output>& got, const std::vector<Output>& want) {

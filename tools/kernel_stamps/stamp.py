@@ -70,7 +70,9 @@ TARGETS = {
     },
 }
 
-SLOTS = 32  # per block: %globaltimer at point k, the SM's clock64 at k + 16, its SM id at 31
+SLOTS = 32  # per block: %globaltimer at point k, the SM's clock64 at CLOCKS + k, the SM id
+CLOCKS = SLOTS // 2  # at SM_ID; so at most CLOCKS - 1 points per kernel
+SM_ID = SLOTS - 1
 BLOCKS = 64
 
 
@@ -84,9 +86,9 @@ __device__ unsigned long long g_stamps_{name}[{BLOCKS} * {SLOTS}];
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));                       \\
     unsigned long long* row = g_stamps_{name} + (blockIdx.x * gridDim.y + blockIdx.y) * {SLOTS}; \\
     row[k] = now;                                                                  \\
-    row[16 + (k)] = clock64();                                                     \\
+    row[{CLOCKS} + (k)] = clock64();                                               \\
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));                               \\
-    row[31] = sm;                                                                  \\
+    row[{SM_ID}] = sm;                                                             \\
   }}
 """
 
@@ -103,12 +105,12 @@ void print_stamps_{name}() {{
   std::printf("stamps {name} (ns from the first block's start, at %llu): {header}\\n", t0);
   for (int b = 0; b < {BLOCKS}; ++b) {{
     if (h[b * {SLOTS}] == 0) continue;
-    std::printf("  block %2d sm %3llu:", b, h[b * {SLOTS} + 31]);
+    std::printf("  block %2d sm %3llu:", b, h[b * {SLOTS} + {SM_ID}]);
     for (int k = 0; k < {len(labels)}; ++k)
       std::printf(" %7lld", h[b * {SLOTS} + k] >= t0 ? (long long)(h[b * {SLOTS} + k] - t0) : -1ll);
     std::printf("  | cycles:");  // the SM's clock from this block's first point (exact within it)
     for (int k = 0; k < {len(labels)}; ++k)
-      std::printf(" %6lld", (long long)(h[b * {SLOTS} + 16 + k] - h[b * {SLOTS} + 16]));
+      std::printf(" %6lld", (long long)(h[b * {SLOTS} + {CLOCKS} + k] - h[b * {SLOTS} + {CLOCKS}]));
     std::printf("\\n");
   }}
 }}
@@ -116,6 +118,8 @@ void print_stamps_{name}() {{
 
 
 def patch_kernel(root, name, spec):
+    if len(spec["points"]) > CLOCKS - 1:
+        sys.exit(f"{name}: at most {CLOCKS - 1} points (each takes a time and a clock slot)")
     path = root / spec["file"]
     lines = path.read_text().split("\n")
     start = next((i for i, l in enumerate(lines) if spec["kernel"] in l), None)

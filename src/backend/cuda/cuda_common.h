@@ -132,6 +132,14 @@ bool pdl_enabled();
 // cudaFuncAttributeMaxDynamicSharedMemorySize must allow that.
 size_t spread_smem_bytes(int64_t blocks, size_t needed, const char* kernel);
 size_t spread_smem_limit();
+// Lets `kernel` take up to max(bytes, spread_smem_limit()) of dynamic shared memory (its own
+// need, or a spread grid's share). Call once per kernel, before its first launch.
+template <typename Kernel>
+void allow_spread_smem(Kernel kernel, size_t bytes) {
+  const size_t most = bytes > spread_smem_limit() ? bytes : spread_smem_limit();
+  BF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(most)));
+}
 #if defined(__CUDACC__)
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -21,7 +21,6 @@
 // Same H200 call, graph ms, four kernels / per key head / per value head: 35B-A3B B=1 2.70 /
 // 2.62 / 2.63, B=2 4.02 / 3.65 / 3.63, B=8 7.02 / 6.69 / 6.62, B=32 17.77 / 17.50 / 17.23;
 // 27B B=2 15.49 / 15.75 / 15.16, B=8 17.02 / 16.38 / 16.22 (bench/NOTES.md).
-#include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
@@ -188,10 +187,8 @@ void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaS
   BF_CHECK(a.hv == a.hk || (a.counters != nullptr && int64_t{b.num_seqs} * a.hk <= a.num_counters),
            "gdn decode (fused): ", b.num_seqs, " sequences need more counters");
   static const bool raised = [] {  // 64 KB of state (or a spread grid's share): opt in, once
-    const size_t most = std::max(kHeadSmemBytes, spread_smem_limit());
     for (auto kernel : {gdn_decode_head_kernel<4>, gdn_decode_head_kernel<kMaxKernel>})
-      BF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(most)));
+      allow_spread_smem(kernel, kHeadSmemBytes);
     return true;
   }();
   (void)raised;

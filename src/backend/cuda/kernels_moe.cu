@@ -599,10 +599,7 @@ void launch_moe_decode_fused(const MoeDecodeArgs& a, cudaStream_t s) {
   const int64_t max_inter = std::max(a.inter, shared ? a.shared_inter : int64_t{0});
   BF_CHECK(a.act_stride >= max_inter && a.act_stride % 4 == 0, "moe_decode_fused: act stride");
   static const bool raised = [] {  // a spread grid's share may pass 48 KB
-    const size_t most = std::max<size_t>(48 * 1024, spread_smem_limit());
-    BF_CUDA_CHECK(cudaFuncSetAttribute(moe_router_fused_kernel,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(most)));
+    allow_spread_smem(moe_router_fused_kernel, 48 * 1024);
     return true;
   }();
   (void)raised;
