@@ -192,6 +192,14 @@ class Backend {
   // q, out: [T, Hq, hd]; GQA: query head h uses kv head h / (Hq / Hkv).
   virtual void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
                                const AttentionParams& params, Tensor& out) = 0;
+  // Qwen3.5's output-gated attention: paged_attention into out, then
+  // out[t, h, :] *= sigmoid(gate_rows[t * Hq + h, gate_begin : gate_begin + hd]) exactly as
+  // sigmoid_mul does it (the attention output rounded to out's dtype first). gate_rows:
+  // [T * Hq, n] (the q projection's per-head [q | gate] rows). The default slices the gate out
+  // and runs the two ops; a device backend may apply the gate in the attention's last store.
+  virtual void paged_attention_gated(const Tensor& q, const KvCache& cache,
+                                     const ForwardBatch& batch, const AttentionParams& params,
+                                     const Tensor& gate_rows, int64_t gate_begin, Tensor& out);
 
   // Mixture of experts (Qwen3.5-MoE): softmax router over E experts, top-k, renormalised
   // weights; out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x). x, out: [T, H];

@@ -53,6 +53,23 @@ void Backend::prepare_attention_inputs(const Tensor& q_and_gate, const Tensor& k
   kv_write(k, v, batch, cache);
 }
 
+void Backend::paged_attention_gated(const Tensor& q, const KvCache& cache,
+                                    const ForwardBatch& batch, const AttentionParams& params,
+                                    const Tensor& gate_rows, int64_t gate_begin, Tensor& out) {
+  BF_CHECK(out.rank() == 3, "paged_attention_gated: out must be [T, Hq, hd], got ",
+           shape_string(out.shape()));
+  const int64_t rows = out.dim(0) * out.dim(1), hd = out.dim(2);
+  BF_CHECK(gate_rows.rank() == 2 && gate_rows.dim(0) == rows && gate_begin >= 0 &&
+               gate_begin + hd <= gate_rows.dim(1),
+           "paged_attention_gated: no [", rows, ", ", hd, "] gate at column ", gate_begin, " of ",
+           shape_string(gate_rows.shape()));
+  Tensor gate = empty({rows, hd}, gate_rows.dtype());
+  slice_columns(gate_rows, gate_begin, gate);
+  paged_attention(q, cache, batch, params, out);
+  Tensor out_rows = out.reshape({rows, hd});
+  sigmoid_mul(out_rows, gate);
+}
+
 void Backend::silu_mul_packed(const Tensor& gate_up, Tensor& out) {
   BF_CHECK(gate_up.rank() == 2 && out.rank() == 2 && gate_up.dim(0) == out.dim(0) &&
                gate_up.dim(1) == 2 * out.dim(1),

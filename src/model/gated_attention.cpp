@@ -31,8 +31,6 @@ void GatedAttention::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   // Norms, RoPE and attention over the cache move little weight data: bring o_proj in.
   hint_weights_after_projection(be, o_proj, prefetch_next, T);
   Tensor q_and_gate = take_columns(be, projected, 0, q_width).reshape({T * hq, 2 * hd});
-  Tensor gate = be.empty({T * hq, hd});
-  be.slice_columns(q_and_gate, hd, gate);
   Tensor k_raw = take_columns(be, projected, q_width, kv_width).reshape({T * hkv, hd});
   Tensor v = take_columns(be, projected, q_width + kv_width, kv_width).reshape({T, hkv, hd});
 
@@ -40,12 +38,10 @@ void GatedAttention::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   Tensor q = be.empty({T, hq, hd});
   be.prepare_attention_inputs(q_and_gate, k_raw, v, q_norm, k_norm, c.rms_norm_eps,
                               c.rotary_dim(), c.rope_theta, batch, cache, q);
+  // Attention times sigmoid(gate), the gate read from q_and_gate's second half per head.
   Tensor attn = be.empty({T, hq, hd});
   AttentionParams params{.scale = 1.0f / std::sqrt(static_cast<float>(hd)), .causal = true};
-  be.paged_attention(q, cache, batch, params, attn);
-
-  Tensor attn_rows = attn.reshape({T * hq, hd});
-  be.sigmoid_mul(attn_rows, gate);
+  be.paged_attention_gated(q, cache, batch, params, q_and_gate, hd, attn);
   be.matmul(attn.reshape({T, hq * hd}), o_proj, out);
 }
 

@@ -464,6 +464,24 @@ void attention_case(Backend& cpu, Backend& gpu, std::mt19937& rng, const AttnCas
   EXPECT_TRUE(close(gpu.to_host(got), want, 1e-2))
       << "hq " << c.hq << " hkv " << c.hkv << " hd " << c.hd << " causal " << c.causal
       << " window " << c.window << " T " << T;
+
+  // The output-gated form (the gate in columns [hd, 2 hd) of per-head [q | gate] rows): against
+  // the CPU, and bit for bit against the GPU's own attention followed by slice + sigmoid_mul
+  // (the fold into the attention's store must not change the rounding).
+  Tensor gate_rows = rand_bf16({T * c.hq, 2 * c.hd}, rng, -4, 4);
+  Tensor want_gated = Tensor::empty({T, c.hq, c.hd});
+  cpu.paged_attention_gated(q, cpu_cache, batch, p, gate_rows, c.hd, want_gated);
+  Tensor d_gate_rows = to_device(gpu, gate_rows);
+  Tensor got_gated = poisoned(gpu, {T, c.hq, c.hd});
+  gpu.paged_attention_gated(to_device(gpu, q), gpu_cache, batch, p, d_gate_rows, c.hd, got_gated);
+  Tensor d_gate = poisoned(gpu, {T * c.hq, c.hd});
+  gpu.slice_columns(d_gate_rows, c.hd, d_gate);
+  Tensor unfused = poisoned(gpu, {T, c.hq, c.hd});
+  gpu.paged_attention(to_device(gpu, q), gpu_cache, batch, p, unfused);
+  Tensor unfused_rows = unfused.reshape({T * c.hq, c.hd});
+  gpu.sigmoid_mul(unfused_rows, d_gate);
+  EXPECT_TRUE(close(gpu.to_host(got_gated), want_gated, 1e-2)) << "gated, T " << T;
+  EXPECT_TRUE(close(gpu.to_host(got_gated), gpu.to_host(unfused), 0.0)) << "gated vs unfused";
 }
 
 // The fused q/k norm + partial RoPE + cache write against the CPU's composition of the

@@ -297,6 +297,9 @@ class CudaBackend final : public Backend {
     // BLOCKFLASH_GEMV_GATED=1 folds the SwiGLU activation into the down gemv, for an A/B run.
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_DEEP")) gemv_deep_ = std::string(e) == "1";
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_GATED")) gemv_gated_ = std::string(e) == "1";
+    // BLOCKFLASH_ATTENTION_GATE_FOLD=0: paged_attention_gated as separate ops (A/B runs).
+    if (const char* e = std::getenv("BLOCKFLASH_ATTENTION_GATE_FOLD"))
+      fold_attention_gate_ = std::string(e) != "0";
     // BLOCKFLASH_SIDE_PREFETCH=0: prefetch_weights hints are ignored.
     if (const char* e = std::getenv("BLOCKFLASH_SIDE_PREFETCH"))
       side_prefetch_ = std::string(e) != "0";
@@ -1151,6 +1154,29 @@ class CudaBackend final : public Backend {
   }
   void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
                        const AttentionParams& params, Tensor& out) override {
+    attend(q, cache, batch, params, out, nullptr, 0);
+  }
+
+  // The gate is applied in the SIMT kernel's or the split-KV combine's store (saving the gate's
+  // slice and the sigmoid_mul, two launches per attention layer of a decode step) when no rows
+  // go to the flash kernels; otherwise as the default does.
+  void paged_attention_gated(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
+                             const AttentionParams& params, const Tensor& gate_rows,
+                             int64_t gate_begin, Tensor& out) override {
+    const bool foldable = fold_attention_gate_ && out.rank() == 3 && gate_rows.rank() == 2 &&
+                          gate_rows.device() == Device::kCUDA &&
+                          gate_rows.dtype() == out.dtype() &&
+                          gate_rows.dim(0) == out.dim(0) * out.dim(1) && gate_begin >= 0 &&
+                          gate_begin + out.dim(2) <= gate_rows.dim(1);
+    if (foldable && attend(q, cache, batch, params, out, &gate_rows, gate_begin)) return;
+    Backend::paged_attention_gated(q, cache, batch, params, gate_rows, gate_begin, out);
+  }
+
+  // paged_attention, with an output gate when gate_rows is given (paged_attention_gated);
+  // false, launching nothing, where the gate cannot be folded (rows for the flash kernels).
+  bool attend(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
+              const AttentionParams& params, Tensor& out, const Tensor* gate_rows,
+              int64_t gate_begin) {
     const char* op = "paged_attention";
     check_cache(cache, op);
     const int64_t num_blocks = cache.k.dim(0), block_size = cache.k.dim(1);
@@ -1198,6 +1224,14 @@ class CudaBackend final : public Backend {
     a.scale = params.scale;
     a.causal = params.causal;
     a.sliding_window = params.sliding_window;
+    if (gate_rows != nullptr) {
+      if (flash)
+        for (const BatchSequence& seq : batch.seqs)
+          if (seq.query_len >= kFlashMinQueryLen) return false;
+      a.gate = static_cast<const char*>(gate_rows->raw()) +
+               gate_begin * static_cast<int64_t>(dtype_size(gate_rows->dtype()));
+      a.gate_stride = gate_rows->dim(1);
+    }
     int64_t simt_rows = T;
     if (flash) {
       // Query tiles of the sequences with many queries go to the mma kernel.
@@ -1226,7 +1260,7 @@ class CudaBackend final : public Backend {
       else
         launch_attention_flash_mma(a, d, d_items_ptr, num_items, tile, ctx_.stream);
       a.simt_skip_query_len = kFlashMinQueryLen;
-      if (simt_rows == 0) return;
+      if (simt_rows == 0) return true;
     }
     // Split the keys when the grid would be too small to fill the GPU (long-context decode).
     const int64_t work = simt_rows * hkv * ((hq / hkv + 7) / 8);  // blocks before splitting
@@ -1255,6 +1289,7 @@ class CudaBackend final : public Backend {
       a.partial_ml = partial_ml.f32();
     }
     launch_attention_simt(a, d, ctx_.stream);
+    return true;
   }
 
   // --- MoE ---
@@ -1636,6 +1671,7 @@ class CudaBackend final : public Backend {
   static constexpr int64_t kGdnCounters = 16384;
   int forced_split_len_ = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN (0: chosen by grid size)
   bool moe_fused_ = true;    // BLOCKFLASH_MOE_FUSED=0: decode MoE blocks as separate ops
+  bool fold_attention_gate_ = true;  // BLOCKFLASH_ATTENTION_GATE_FOLD=0: never
   bool moe_fused_forced_ = false;
   Tensor moe_counter_;       // moe_block_decode's routing counter (zero between launches)
   // prefetch_weights: on unless BLOCKFLASH_SIDE_PREFETCH=0; batches of up to

@@ -193,6 +193,11 @@ struct AttnArgs {
   int64_t split_work = 0;
   int split_sms = 0;
   int forced_split_len = 0;  // BLOCKFLASH_DECODE_SPLIT_LEN; 0: decode_min_split_len chooses
+  // Optional output gate (Backend::paged_attention_gated), SIMT kernel and combine only: each
+  // output row r = t * hq + h is stored rounded to dt, then times sigmoid(gate[r * gate_stride
+  // + d]) (gate of type dt), as a separate sigmoid_mul would.
+  const void* gate = nullptr;
+  int64_t gate_stride = 0;
 };
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,

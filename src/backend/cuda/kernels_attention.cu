@@ -72,6 +72,17 @@ struct LaneSlice {
   }
 };
 
+// out[row, d] = v; with an output gate (AttnArgs::gate), v rounded to out's type, then times
+// sigmoid of the gate: the arithmetic of sigmoid_mul on the stored output, so the fold changes
+// no bit of the result.
+__device__ __forceinline__ void store_out(const AttnArgs& a, int64_t row, int d, float v) {
+  if (a.gate != nullptr) {
+    const float stored = a.dt == kDtF32 ? v : __bfloat162float(__float2bfloat16(v));
+    v = stored * sigmoidf_(ld(a.gate, a.dt, row * a.gate_stride + d));
+  }
+  st(a.out, a.dt, row * a.hd + d, v);
+}
+
 // The key range [lo, hi) of query row t inside this block's split; empty for padding rows.
 struct KeyRange {
   int lo = 0, hi = 0;
@@ -219,7 +230,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       L += sm_l[w][g] * factor[w];
     }
     const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-    const int64_t out_off = (static_cast<int64_t>(t) * a.hq + h0 + g) * HD;
+    const int64_t out_row = static_cast<int64_t>(t) * a.hq + h0 + g, out_off = out_row * HD;
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
       float o = 0.0f;
 #pragma unroll
@@ -227,7 +238,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (splits.num_splits > 1)
         a.partial_o[static_cast<int64_t>(split) * b.num_tokens * a.hq * HD + out_off + d] = o * inv;
       else
-        st(a.out, a.dt, out_off + d, o * inv);
+        store_out(a, out_row, d, o * inv);
     }
     if (splits.num_splits > 1 && threadIdx.x == 0) {
       const int64_t ml = (static_cast<int64_t>(split) * b.num_tokens * a.hq + t * a.hq + h0 + g) * 2;
@@ -300,11 +311,10 @@ __global__ void __launch_bounds__(kCombineThreads)
     o.z += v.z;
     o.w += v.w;
   }
-  const int64_t base = row * a.hd + 4 * c;
-  st(a.out, a.dt, base + 0, o.x * inv);
-  st(a.out, a.dt, base + 1, o.y * inv);
-  st(a.out, a.dt, base + 2, o.z * inv);
-  st(a.out, a.dt, base + 3, o.w * inv);
+  store_out(a, row, 4 * c + 0, o.x * inv);
+  store_out(a, row, 4 * c + 1, o.y * inv);
+  store_out(a, row, 4 * c + 2, o.z * inv);
+  store_out(a, row, 4 * c + 3, o.w * inv);
 }
 
 }  // namespace
