@@ -506,7 +506,11 @@ __device__ __forceinline__ float dot8_f32(const float* a, const uint4& w) {
 // (slot, 8-row chunk) pairs of all slots as one list, kLoads 16-byte weight loads in flight
 // per lane (the routed slots first, in order, then the shared expert).
 __global__ void __launch_bounds__(256) moe_down_fused_kernel(MoeDecodeArgs a) {
-  constexpr int kLoads = 8;
+  // Ten loads per lane per round: a 35B-A3B column's 18 (slot, chunk) pairs per lane take two
+  // rounds (the first before the wait) instead of three with 8. Same H200 call, 4 rounds,
+  // graph ms, 8 / 10 / 12 / 18 (all before the wait): B=1 2.40-2.45 / 2.38-2.39 / 2.39-2.49 /
+  // 2.57-2.59; B=2 3.34-3.36 / 3.24-3.28 / 3.24-3.32 / 3.53-3.57 (bench/NOTES.md).
+  constexpr int kLoads = 10;
   __shared__ int32_t s_ids[kMaxTopK];
   __shared__ float s_w[kMaxTopK + 1];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
