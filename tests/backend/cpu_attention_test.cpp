@@ -161,6 +161,32 @@ TEST_F(CpuAttention, BatchEqualsEachSequenceAlone) {
   }
 }
 
+// Qwen3.5's output-gated attention: out[t, h, :] = attention * sigmoid(gate) with the gate in
+// columns [hd, 2 hd) of per-head [q | gate] rows; a gate of the wrong shape is an error.
+TEST_F(CpuAttention, GatedMultipliesBySigmoidOfTheGateHalf) {
+  std::vector<AttnSeq> seqs = {make_seq(13, 6), make_seq(21, 1)};
+  const int T = 7;
+  Tensor q = random_tensor({T, kHq, kHd}, rng, -2, 2);
+  Tensor plain = run(seqs, q, true);
+  Tensor gate_rows = random_tensor({T * kHq, 2 * kHd}, rng, -4, 4);
+  std::vector<SeqSpec> specs;
+  for (const AttnSeq& s : seqs) specs.push_back({s.query_len, s.num_computed, 0, s.block_table});
+  ForwardBatch batch = make_batch(specs, kBlockSize);
+  const AttentionParams params{.scale = 1.0f / std::sqrt(float(kHd)), .causal = true};
+  Tensor gated = be->empty({T, kHq, kHd});
+  be->paged_attention_gated(q, cache, batch, params, gate_rows, kHd, gated);
+  std::vector<double> want(plain.numel());
+  for (int64_t r = 0; r < T * kHq; ++r)
+    for (int d = 0; d < kHd; ++d)
+      want[r * kHd + d] = plain.f32()[r * kHd + d] /
+                          (1.0 + std::exp(-double(gate_rows.f32()[r * 2 * kHd + kHd + d])));
+  EXPECT_TRUE(all_close(gated.f32(), want, 1e-6, 1e-6));
+  // The gate half past the rows' end, and too few rows.
+  EXPECT_THROW(be->paged_attention_gated(q, cache, batch, params, gate_rows, kHd + 1, gated), Error);
+  Tensor short_rows = random_tensor({T * kHq - 1, 2 * kHd}, rng);
+  EXPECT_THROW(be->paged_attention_gated(q, cache, batch, params, short_rows, kHd, gated), Error);
+}
+
 TEST_F(CpuAttention, RejectsShortBlockTable) {
   AttnSeq s = make_seq(6, 2);
   s.block_table.pop_back();  // 8 positions need 2 blocks of 4
