@@ -1,0 +1,317 @@
+// Does staging a projection's weights on chip, while a latency-bound stage runs before it,
+// shorten the pair? The question behind the persistent decode step (bench/NOTES.md, session
+// 15's leads): at 35B-A3B batch 1 the input projection (50.6 MB) waits on short serial chains
+// (norm, routing) that leave DRAM idle, and L2 prefetches did not survive the MoE block.
+//
+// One stage "chain" (a lone thread spinning `delay` us, then writing x, as a routing or norm
+// chain does) followed by y = W x (W [12352, 2048] bf16, cold: a 256 MB buffer is streamed
+// before every trial). Three forms, each timed from the chain's launch to the product's end:
+//   pdl     two kernels, the gemv launched with programmatic dependent launch; its resident
+//           blocks issue their first weight loads before griddepcontrol.wait (as the project's
+//           gemv does);
+//   smem    one kernel, a block per SM: every block copies its first rows (up to ~192 KB) into
+//           shared memory with cp.async while block 0's first thread runs the chain, then
+//           polls a flag (acquire) and computes, the rest of its rows streamed from DRAM;
+//   l2      the same, but the first rows are only prefetched into L2 (prefetch.global.L2).
+// The three results are compared (max relative difference printed). Build and run on the GPU
+// box:  nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/staging_probe tools/staging_probe/probe.cu
+//       /tmp/staging_probe            (prints one table; ~20 s)
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CHECK(x)                                                                         \
+  do {                                                                                   \
+    cudaError_t e = (x);                                                                 \
+    if (e != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      std::exit(1);                                                                      \
+    }                                                                                    \
+  } while (0)
+
+namespace {
+
+constexpr int kRows = 12352, kCols = 2048;       // the 35B-A3B GDN input projection
+constexpr int kChunks = kCols / 8;               // 16-byte chunks per row
+constexpr int kThreads = 256, kWarps = kThreads / 32;
+constexpr size_t kRowBytes = kCols * 2;
+constexpr size_t kFlushBytes = size_t{256} << 20;
+
+__device__ __forceinline__ uint64_t now_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
+
+__device__ __forceinline__ uint4 ld_cg(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.cg.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
+  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162* w = reinterpret_cast<const __nv_bfloat162*>(&b);
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 xf = __bfloat1622float2(x[i]), wf = __bfloat1622float2(w[i]);
+    s += xf.x * wf.x + xf.y * wf.y;
+  }
+  return s;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__global__ void fill_kernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = __float2bfloat16((static_cast<float>(h & 0xffff) / 65535.0f - 0.5f) * 0.1f);
+  }
+}
+
+__global__ void flush_kernel(const uint4* p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    const uint4 v = ld_cg(p + i);
+    acc ^= v.x ^ v.w;
+  }
+  if (acc == 0x12345678u) *sink = acc;
+}
+
+// The latency-bound stage: one thread spins `delay_ns`, then writes x (from x_src).
+__device__ void run_chain(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t delay_ns) {
+  const uint64_t t0 = now_ns();
+  while (now_ns() - t0 < delay_ns) {
+  }
+  for (int i = 0; i < kCols; ++i) x[i] = x_src[i];
+}
+
+// Lets the gemv launch at once (as the project's kernels do after their own wait), so its
+// resident blocks' first loads overlap the chain.
+__global__ void chain_kernel(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t delay_ns) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (threadIdx.x == 0) run_chain(x_src, x, delay_ns);
+}
+
+// pdl: a warp per row, the row's first 4 chunks per lane requested before the wait.
+__global__ void __launch_bounds__(kThreads) gemv_pdl_kernel(const __nv_bfloat16* w,
+                                                           const __nv_bfloat16* x, float* y) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row = blockIdx.x * kWarps + warp;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + size_t{static_cast<unsigned>(row)} * kCols);
+  constexpr int kPer = kChunks / 32;  // 8 chunks per lane
+  uint4 held[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer / 2; ++i) held[i] = row < kRows ? ld_cg(wr + lane + 32 * i) : uint4{};
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (row >= kRows) return;
+#pragma unroll
+  for (int i = kPer / 2; i < kPer; ++i) held[i] = ld_cg(wr + lane + 32 * i);
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  float acc = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) acc += dot8(ld_cg(xv + lane + 32 * i), held[i]);
+  acc = warp_sum(acc);
+  if (lane == 0) y[row] = acc;
+}
+
+// smem / l2: a block per SM owning rows [first, first + count); the first `staged` rows are
+// brought close (copied to shared memory, or prefetched into L2) before the flag is awaited.
+template <bool kSmem>
+__global__ void __launch_bounds__(kThreads) persistent_kernel(
+    const __nv_bfloat16* w, const __nv_bfloat16* x_src, __nv_bfloat16* x, float* y,
+    uint64_t delay_ns, unsigned* flag, unsigned generation, int rows_per_block, int staged) {
+  extern __shared__ uint4 s_w[];
+  __shared__ uint4 s_x[kChunks];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int first = blockIdx.x * rows_per_block;
+  const int count = max(0, min(rows_per_block, kRows - first));
+  const int n_staged = min(staged, count);
+  const uint4* wb = reinterpret_cast<const uint4*>(w + size_t{static_cast<unsigned>(first)} * kCols);
+  for (int i = threadIdx.x; i < n_staged * kChunks; i += kThreads) {
+    if constexpr (kSmem) {
+      const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(s_w + i));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(wb + i));
+    } else if (i % 8 == 0) {  // one request per 128-byte line
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + i));
+    }
+  }
+  if constexpr (kSmem) asm volatile("cp.async.commit_group;" ::: "memory");
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    run_chain(x_src, x, delay_ns);
+    __threadfence();
+    asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(flag), "r"(generation) : "memory");
+  }
+  if (threadIdx.x == 0) {
+    unsigned seen = 0;
+    do {
+      asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(seen) : "l"(flag) : "memory");
+    } while (seen != generation);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kChunks; i += kThreads)
+    s_x[i] = ld_cg(reinterpret_cast<const uint4*>(x) + i);
+  if constexpr (kSmem) asm volatile("cp.async.wait_all;" ::: "memory");
+  __syncthreads();
+  constexpr int kPer = kChunks / 32;
+  // Staged rows from shared memory (smem form); the rest streamed, kBatch rows per warp in
+  // flight (24 loads per lane: ~96 KB per SM, about what the copy rate needs per SM).
+  const int from_smem = kSmem ? n_staged : 0;
+  for (int r = warp; r < from_smem; r += kWarps) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) acc += dot8(s_x[lane + 32 * i], s_w[r * kChunks + lane + 32 * i]);
+    acc = warp_sum(acc);
+    if (lane == 0) y[first + r] = acc;
+  }
+  constexpr int kBatch = 3;
+  for (int base = from_smem + warp; base < count; base += kWarps * kBatch) {
+    uint4 held[kBatch][kPer];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int r = base + j * kWarps;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i)
+        held[j][i] = r < count ? ld_cg(wb + size_t{static_cast<unsigned>(r)} * kChunks + lane + 32 * i)
+                               : uint4{};
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int r = base + j * kWarps;
+      float acc = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) acc += dot8(s_x[lane + 32 * i], held[j][i]);
+      acc = warp_sum(acc);
+      if (lane == 0 && r < count) y[first + r] = acc;
+    }
+  }
+}
+
+float max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float worst = 0.0f, scale = 0.0f;
+  for (size_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::fabs(b[i]));
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
+  return scale > 0 ? worst / scale : worst;
+}
+
+}  // namespace
+
+int main() {
+  int sms = 0, smem_optin = 0;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+  __nv_bfloat16 *w, *x, *x_src;
+  float* y;
+  uint4* flush;
+  unsigned *flag, *sink;
+  CHECK(cudaMalloc(&w, size_t{kRows} * kRowBytes));
+  CHECK(cudaMalloc(&x, kCols * 2));
+  CHECK(cudaMalloc(&x_src, kCols * 2));
+  CHECK(cudaMalloc(&y, kRows * 4));
+  CHECK(cudaMalloc(&flush, kFlushBytes));
+  CHECK(cudaMalloc(&flag, 4));
+  CHECK(cudaMalloc(&sink, 4));
+  CHECK(cudaMemset(flag, 0, 4));
+  CHECK(cudaMemset(flush, 1, kFlushBytes));
+  fill_kernel<<<1024, 256>>>(w, size_t{kRows} * kCols, 1);
+  fill_kernel<<<8, 256>>>(x_src, kCols, 2);
+  CHECK(cudaDeviceSynchronize());
+
+  const int rows_per_block = (kRows + sms - 1) / sms;
+  const int smem_rows = std::min<int>(rows_per_block,
+                                      static_cast<int>((smem_optin - 16 * 1024) / kRowBytes));
+  const size_t smem_bytes = size_t{static_cast<unsigned>(smem_rows)} * kRowBytes;
+  CHECK(cudaFuncSetAttribute(persistent_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem_bytes)));
+  cudaStream_t s;
+  CHECK(cudaStreamCreate(&s));
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  unsigned generation = 0;
+
+  // kind 0: pdl, 1: smem, 2: l2; staged: rows per block brought close (smem / l2).
+  auto run = [&](int kind, uint64_t delay_ns, int staged) {
+    flush_kernel<<<4 * sms, 256, 0, s>>>(flush, kFlushBytes / 16, sink);
+    CHECK(cudaMemsetAsync(x, 0, kCols * 2, s));
+    CHECK(cudaEventRecord(e0, s));
+    if (kind == 0) {
+      chain_kernel<<<1, 32, 0, s>>>(x_src, x, delay_ns);
+      cudaLaunchConfig_t cfg{};
+      cfg.gridDim = dim3((kRows + kWarps - 1) / kWarps);
+      cfg.blockDim = dim3(kThreads);
+      cfg.stream = s;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      CHECK(cudaLaunchKernelEx(&cfg, gemv_pdl_kernel, static_cast<const __nv_bfloat16*>(w),
+                               static_cast<const __nv_bfloat16*>(x), y));
+    } else {
+      ++generation;
+      if (kind == 1)
+        persistent_kernel<true><<<sms, kThreads, smem_bytes, s>>>(
+            w, x_src, x, y, delay_ns, flag, generation, rows_per_block, staged);
+      else
+        persistent_kernel<false><<<sms, kThreads, 0, s>>>(w, x_src, x, y, delay_ns, flag,
+                                                          generation, rows_per_block, staged);
+    }
+    CHECK(cudaEventRecord(e1, s));
+    CHECK(cudaStreamSynchronize(s));
+    float ms = 0;
+    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    return ms * 1000.0f;
+  };
+  auto median_us = [&](int kind, uint64_t delay_ns, int staged) {
+    std::vector<float> t;
+    for (int i = 0; i < 15; ++i) t.push_back(run(kind, delay_ns, staged));
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  auto result = [&] {
+    std::vector<float> h(kRows);
+    CHECK(cudaMemcpy(h.data(), y, kRows * 4, cudaMemcpyDeviceToHost));
+    return h;
+  };
+
+  std::printf("%d SMs; W %.1f MB cold each trial; %d rows per block, up to %d staged (%.1f MB "
+              "on chip)\n",
+              sms, kRows * kRowBytes / 1e6, rows_per_block, smem_rows,
+              double(sms) * smem_rows * kRowBytes / 1e6);
+  run(0, 1000, 0);
+  const std::vector<float> ref = result();
+  run(1, 1000, smem_rows);
+  const float diff_smem = max_rel_diff(result(), ref);
+  run(2, 1000, smem_rows);
+  const float diff_l2 = max_rel_diff(result(), ref);
+  std::printf("results vs pdl: smem max rel diff %.2e, l2 %.2e\n", diff_smem, diff_l2);
+  std::printf("| chain us | pdl us | smem, none staged | smem, half staged | smem, all it holds | "
+              "l2, as many prefetched |\n|---|---|---|---|---|---|\n");
+  for (uint64_t delay_us : {0, 2, 5, 10}) {
+    const uint64_t d = delay_us * 1000;
+    std::printf("| %llu | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+                static_cast<unsigned long long>(delay_us), median_us(0, d, 0),
+                median_us(1, d, 0), median_us(1, d, smem_rows / 2),
+                median_us(1, d, smem_rows), median_us(2, d, smem_rows));
+  }
+  return 0;
+}
