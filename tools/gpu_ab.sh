@@ -4,7 +4,8 @@
 # (bench/NOTES.md's method). Each arm is a packed build (tools/gpu_pack.sh with DEST=.gpu-NAME,
 # carried) and environment assignments; every arm runs `bench_cuda model CONFIG BATCHES` once
 # per round and per model, and a table of the graph ms per arm and batch follows.
-#   ARMS    arms separated by ';', each "NAME=BUNDLE_DIR[:VAR=VALUE[,VAR=VALUE...]]", e.g.
+#   ARMS    arms separated by ';', each "NAME=BUNDLE_DIR[:VAR=VALUE[,VAR=VALUE...]]" (a value
+#           may hold commas: BLOCKFLASH_SPREAD=gdn,router), e.g.
 #           "base=.gpu-base;new=.gpu-new;new-nospread=.gpu-new:BLOCKFLASH_SPREAD=0"
 #   MODELS  configs (default bench/configs/qwen3.5-35b-a3b.json)
 #   BATCHES (default "1 2"), ROUNDS (default 3), BENCH (default bench_cuda, in each bundle's bin/)
@@ -18,6 +19,26 @@ MODELS=${MODELS:-bench/configs/qwen3.5-35b-a3b.json}
 BATCHES=${BATCHES:-1 2}
 ROUNDS=${ROUNDS:-3}
 BENCH=${BENCH:-bench_cuda}
+
+# "A=1,B=gdn,router,C=2" -> envs=(A=1 B=gdn,router C=2): a comma starts a new assignment only
+# when a NAME= follows it, so values may hold commas (BLOCKFLASH_SPREAD=gdn,router).
+split_assignments() {
+  local part cur=""
+  local -a parts
+  envs=()
+  IFS=',' read -ra parts <<< "$1"
+  for part in "${parts[@]}"; do
+    if [ -z "$cur" ]; then
+      cur=$part
+    elif [[ "$part" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
+      envs+=("$cur")
+      cur=$part
+    else
+      cur="$cur,$part"
+    fi
+  done
+  [ -n "$cur" ] && envs+=("$cur")
+}
 
 IFS=';' read -ra arms <<< "$ARMS"
 declare -A unpacked
@@ -39,7 +60,7 @@ for round in $(seq 1 "$ROUNDS"); do
       spec=${arm#*=}
       dir=${spec%%:*}
       envs=()
-      [[ "$spec" == *:* ]] && IFS=',' read -ra envs <<< "${spec#*:}"
+      [[ "$spec" == *:* ]] && split_assignments "${spec#*:}"
       bin=${unpacked[$dir]}
       log="$OUT/${name}_$(basename "$model" .json)_r$round.log"
       env LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" BENCH_SKIP_PREFILL=1 \
