@@ -4,14 +4,18 @@
 // (norm, routing) that leave DRAM idle, and L2 prefetches did not survive the MoE block.
 //
 // One stage "chain" (a lone thread spinning `delay` us, then writing x, as a routing or norm
-// chain does) followed by y = W x (W [12352, 2048] bf16, cold: a 256 MB buffer is streamed
-// before every trial). Three forms, each timed from the chain's launch to the product's end:
-//   pdl     two kernels, the gemv launched with programmatic dependent launch; its resident
-//           blocks issue their first weight loads before griddepcontrol.wait (as the project's
-//           gemv does);
-//   smem    one kernel, a block per SM: every block copies its first rows (up to ~192 KB) into
+// chain does), optionally a stream of `between` MB that only starts after the chain (as the MoE
+// experts' weights, known once routed, stream between the routing and the next layer's
+// projection), then y = W x (W [12352, 2048] bf16, cold: a 256 MB buffer is streamed before
+// every trial). Three forms, each timed from the chain's launch to the product's end:
+//   pdl     kernels chained with programmatic dependent launch (chain, the stream if any,
+//           gemv); the gemv's resident blocks issue their first weight loads before
+//           griddepcontrol.wait (as the project's gemv does);
+//   smem    one kernel, a block per SM: every block copies its first rows (52, 208 KiB on an
+//           H100 / H200) into
 //           shared memory with cp.async while block 0's first thread runs the chain, then
-//           polls a flag (acquire) and computes, the rest of its rows streamed from DRAM;
+//           polls a flag (acquire), streams its share of the `between` bytes, and computes,
+//           the rest of its rows streamed from DRAM;
 //   l2      the same, but the first rows are only prefetched into L2 (prefetch.global.L2).
 // The three results are compared (max relative difference printed). Build and run on the GPU
 // box:  nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/staging_probe tools/staging_probe/probe.cu
@@ -104,6 +108,31 @@ __device__ void run_chain(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t
   for (int i = 0; i < kCols; ++i) x[i] = x_src[i];
 }
 
+// This block's share of `buf`, read and discarded (the "between" stream), with the L2
+// evict-first policy the project's decode kernels stream their weights with (ld_stream).
+__device__ void stream_share(const uint4* buf, size_t chunks, unsigned* sink) {
+  uint64_t policy;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  unsigned acc = 0;
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < chunks;
+       i += size_t{gridDim.x} * blockDim.x) {
+    uint4 v;
+    asm volatile("ld.global.cg.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(buf + i), "l"(policy));
+    acc ^= v.x ^ v.w;
+  }
+  if (acc == 0x12345678u) *sink = acc;
+}
+
+// The pdl form's stream: waits for the chain (its data would depend on it), lets the gemv
+// launch, then streams.
+__global__ void stream_pdl_kernel(const uint4* buf, size_t chunks, unsigned* sink) {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  stream_share(buf, chunks, sink);
+}
+
 // Lets the gemv launch at once (as the project's kernels do after their own wait), so its
 // resident blocks' first loads overlap the chain.
 __global__ void chain_kernel(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t delay_ns) {
@@ -138,7 +167,8 @@ __global__ void __launch_bounds__(kThreads) gemv_pdl_kernel(const __nv_bfloat16*
 template <bool kSmem>
 __global__ void __launch_bounds__(kThreads) persistent_kernel(
     const __nv_bfloat16* w, const __nv_bfloat16* x_src, __nv_bfloat16* x, float* y,
-    uint64_t delay_ns, unsigned* flag, unsigned generation, int rows_per_block, int staged) {
+    uint64_t delay_ns, unsigned* flag, unsigned generation, int rows_per_block, int staged,
+    const uint4* between, size_t between_chunks, unsigned* sink) {
   extern __shared__ uint4 s_w[];
   __shared__ uint4 s_x[kChunks];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -167,6 +197,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
     } while (seen != generation);
   }
   __syncthreads();
+  stream_share(between, between_chunks, sink);
   for (int i = threadIdx.x; i < kChunks; i += kThreads)
     s_x[i] = ld_cg(reinterpret_cast<const uint4*>(x) + i);
   if constexpr (kSmem) asm volatile("cp.async.wait_all;" ::: "memory");
@@ -227,6 +258,10 @@ int main() {
   CHECK(cudaMalloc(&x_src, kCols * 2));
   CHECK(cudaMalloc(&y, kRows * 4));
   CHECK(cudaMalloc(&flush, kFlushBytes));
+  uint4* between;  // the MoE-like stream (up to 64 MB, cold: the flush evicts it too)
+  constexpr size_t kBetweenMax = size_t{64} << 20;
+  CHECK(cudaMalloc(&between, kBetweenMax));
+  CHECK(cudaMemset(between, 2, kBetweenMax));
   CHECK(cudaMalloc(&flag, 4));
   CHECK(cudaMalloc(&sink, 4));
   CHECK(cudaMemset(flag, 0, 4));
@@ -249,19 +284,30 @@ int main() {
   unsigned generation = 0;
 
   // kind 0: pdl, 1: smem, 2: l2; staged: rows per block brought close (smem / l2).
-  auto run = [&](int kind, uint64_t delay_ns, int staged) {
+  auto run = [&](int kind, uint64_t delay_ns, int staged, size_t between_bytes) {
+    const size_t between_chunks = between_bytes / 16;
     flush_kernel<<<4 * sms, 256, 0, s>>>(flush, kFlushBytes / 16, sink);
     CHECK(cudaMemsetAsync(x, 0, kCols * 2, s));
     CHECK(cudaEventRecord(e0, s));
     if (kind == 0) {
       chain_kernel<<<1, 32, 0, s>>>(x_src, x, delay_ns);
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      if (between_chunks > 0) {
+        cudaLaunchConfig_t sc{};
+        sc.gridDim = dim3(4 * sms);
+        sc.blockDim = dim3(kThreads);
+        sc.stream = s;
+        sc.attrs = attr;
+        sc.numAttrs = 1;
+        CHECK(cudaLaunchKernelEx(&sc, stream_pdl_kernel, static_cast<const uint4*>(between),
+                                 between_chunks, sink));
+      }
       cudaLaunchConfig_t cfg{};
       cfg.gridDim = dim3((kRows + kWarps - 1) / kWarps);
       cfg.blockDim = dim3(kThreads);
       cfg.stream = s;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
       cfg.attrs = attr;
       cfg.numAttrs = 1;
       CHECK(cudaLaunchKernelEx(&cfg, gemv_pdl_kernel, static_cast<const __nv_bfloat16*>(w),
@@ -270,10 +316,12 @@ int main() {
       ++generation;
       if (kind == 1)
         persistent_kernel<true><<<sms, kThreads, smem_bytes, s>>>(
-            w, x_src, x, y, delay_ns, flag, generation, rows_per_block, staged);
+            w, x_src, x, y, delay_ns, flag, generation, rows_per_block, staged, between,
+            between_chunks, sink);
       else
-        persistent_kernel<false><<<sms, kThreads, 0, s>>>(w, x_src, x, y, delay_ns, flag,
-                                                          generation, rows_per_block, staged);
+        persistent_kernel<false><<<sms, kThreads, 0, s>>>(
+            w, x_src, x, y, delay_ns, flag, generation, rows_per_block, staged, between,
+            between_chunks, sink);
     }
     CHECK(cudaEventRecord(e1, s));
     CHECK(cudaStreamSynchronize(s));
@@ -281,9 +329,9 @@ int main() {
     CHECK(cudaEventElapsedTime(&ms, e0, e1));
     return ms * 1000.0f;
   };
-  auto median_us = [&](int kind, uint64_t delay_ns, int staged) {
+  auto median_us = [&](int kind, uint64_t delay_ns, int staged, size_t between_bytes) {
     std::vector<float> t;
-    for (int i = 0; i < 15; ++i) t.push_back(run(kind, delay_ns, staged));
+    for (int i = 0; i < 15; ++i) t.push_back(run(kind, delay_ns, staged, between_bytes));
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
   };
@@ -297,21 +345,24 @@ int main() {
               "on chip)\n",
               sms, kRows * kRowBytes / 1e6, rows_per_block, smem_rows,
               double(sms) * smem_rows * kRowBytes / 1e6);
-  run(0, 1000, 0);
+  run(0, 1000, 0, 0);
   const std::vector<float> ref = result();
-  run(1, 1000, smem_rows);
+  run(1, 1000, smem_rows, 0);
   const float diff_smem = max_rel_diff(result(), ref);
-  run(2, 1000, smem_rows);
+  run(2, 1000, smem_rows, 0);
   const float diff_l2 = max_rel_diff(result(), ref);
   std::printf("results vs pdl: smem max rel diff %.2e, l2 %.2e\n", diff_smem, diff_l2);
-  std::printf("| chain us | pdl us | smem, none staged | smem, half staged | smem, all it holds | "
-              "l2, as many prefetched |\n|---|---|---|---|---|---|\n");
-  for (uint64_t delay_us : {0, 2, 5, 10}) {
-    const uint64_t d = delay_us * 1000;
-    std::printf("| %llu | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
-                static_cast<unsigned long long>(delay_us), median_us(0, d, 0),
-                median_us(1, d, 0), median_us(1, d, smem_rows / 2),
-                median_us(1, d, smem_rows), median_us(2, d, smem_rows));
+  std::printf("| chain us | between MB | pdl us | smem, none staged | smem, half staged | "
+              "smem, all it holds | l2, as many prefetched |\n|---|---|---|---|---|---|---|\n");
+  for (size_t between_mb : {size_t{0}, size_t{54}}) {
+    for (uint64_t delay_us : {0, 2, 5, 10}) {
+      const uint64_t d = delay_us * 1000;
+      const size_t b = between_mb << 20;
+      std::printf("| %llu | %zu | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+                  static_cast<unsigned long long>(delay_us), between_mb, median_us(0, d, 0, b),
+                  median_us(1, d, 0, b), median_us(1, d, smem_rows / 2, b),
+                  median_us(1, d, smem_rows, b), median_us(2, d, smem_rows, b));
+    }
   }
   return 0;
 }
