@@ -12,10 +12,9 @@
 //           gemv); the gemv's resident blocks issue their first weight loads before
 //           griddepcontrol.wait (as the project's gemv does);
 //   smem    one kernel, a block per SM: every block copies its first rows (52, 208 KiB on an
-//           H100 / H200) into
-//           shared memory with cp.async while block 0's first thread runs the chain, then
-//           polls a flag (acquire), streams its share of the `between` bytes, and computes,
-//           the rest of its rows streamed from DRAM;
+//           H100 / H200) into shared memory with cp.async while block 0's first thread runs
+//           the chain, then polls a flag (acquire), streams its share of the `between` bytes,
+//           and computes, the rest of its rows streamed from DRAM;
 //   l2      the same, but the first rows are only prefetched into L2 (prefetch.global.L2).
 // The three results are compared (max relative difference printed). Build and run on the GPU
 // box:  nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/staging_probe tools/staging_probe/probe.cu
