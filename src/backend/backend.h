@@ -200,6 +200,9 @@ class Backend {
   virtual void paged_attention_gated(const Tensor& q, const KvCache& cache,
                                      const ForwardBatch& batch, const AttentionParams& params,
                                      const Tensor& gate_rows, int64_t gate_begin, Tensor& out);
+  // paged_attention_gated's shape contract: out [T, Hq, hd], a [T * Hq, hd] gate at column
+  // gate_begin of gate_rows. Throws naming what is wrong.
+  static void check_attention_gate(const Tensor& out, const Tensor& gate_rows, int64_t gate_begin);
 
   // Mixture of experts (Qwen3.5-MoE): softmax router over E experts, top-k, renormalised
   // weights; out = Σ_k w_k · down_e(silu(gate_e x) ⊙ up_e x). x, out: [T, H];

@@ -53,9 +53,8 @@ void Backend::prepare_attention_inputs(const Tensor& q_and_gate, const Tensor& k
   kv_write(k, v, batch, cache);
 }
 
-void Backend::paged_attention_gated(const Tensor& q, const KvCache& cache,
-                                    const ForwardBatch& batch, const AttentionParams& params,
-                                    const Tensor& gate_rows, int64_t gate_begin, Tensor& out) {
+void Backend::check_attention_gate(const Tensor& out, const Tensor& gate_rows,
+                                   int64_t gate_begin) {
   BF_CHECK(out.rank() == 3, "paged_attention_gated: out must be [T, Hq, hd], got ",
            shape_string(out.shape()));
   const int64_t rows = out.dim(0) * out.dim(1), hd = out.dim(2);
@@ -63,6 +62,13 @@ void Backend::paged_attention_gated(const Tensor& q, const KvCache& cache,
                gate_begin + hd <= gate_rows.dim(1),
            "paged_attention_gated: no [", rows, ", ", hd, "] gate at column ", gate_begin, " of ",
            shape_string(gate_rows.shape()));
+}
+
+void Backend::paged_attention_gated(const Tensor& q, const KvCache& cache,
+                                    const ForwardBatch& batch, const AttentionParams& params,
+                                    const Tensor& gate_rows, int64_t gate_begin, Tensor& out) {
+  check_attention_gate(out, gate_rows, gate_begin);
+  const int64_t rows = out.dim(0) * out.dim(1), hd = out.dim(2);
   Tensor gate = empty({rows, hd}, gate_rows.dtype());
   slice_columns(gate_rows, gate_begin, gate);
   paged_attention(q, cache, batch, params, out);

@@ -16,9 +16,10 @@
 //           the chain, then polls a flag (acquire), streams its share of the `between` bytes,
 //           and computes, the rest of its rows streamed from DRAM;
 //   l2      the same, but the first rows are only prefetched into L2 (prefetch.global.L2).
-// The three results are compared (max relative difference printed). Build and run on the GPU
-// box:  nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/staging_probe tools/staging_probe/probe.cu
-//       /tmp/staging_probe            (prints one table; ~20 s)
+// The three results are compared (max relative difference printed). The loads, dot products
+// and warp sums are the project's (cuda_common.h). Build and run on the GPU box:
+//   nvcc -O3 -std=c++20 -arch=sm_90a -Isrc -o /tmp/staging_probe tools/staging_probe/probe.cu
+//   /tmp/staging_probe            (prints one table; ~20 s)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -29,16 +30,14 @@
 #include <cstdlib>
 #include <vector>
 
-#define CHECK(x)                                                                         \
-  do {                                                                                   \
-    cudaError_t e = (x);                                                                 \
-    if (e != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                                      \
-    }                                                                                    \
-  } while (0)
+#include "backend/cuda/cuda_common.h"
 
 namespace {
+
+using bf::cuda::dot8;
+using bf::cuda::ld_stream;
+using bf::cuda::stream_policy;
+using bf::cuda::warp_sum;
 
 constexpr int kRows = 12352, kCols = 2048;       // the 35B-A3B GDN input projection
 constexpr int kChunks = kCols / 8;               // 16-byte chunks per row
@@ -50,32 +49,6 @@ __device__ __forceinline__ uint64_t now_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
   return t;
-}
-
-__device__ __forceinline__ uint4 ld_cg(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.cg.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
-  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
-  const __nv_bfloat162* w = reinterpret_cast<const __nv_bfloat162*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 xf = __bfloat1622float2(x[i]), wf = __bfloat1622float2(w[i]);
-    s += xf.x * wf.x + xf.y * wf.y;
-  }
-  return s;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 __global__ void fill_kernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
@@ -93,7 +66,7 @@ __global__ void flush_kernel(const uint4* p, size_t n, unsigned* sink) {
   unsigned acc = 0;
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
        i += size_t{gridDim.x} * blockDim.x) {
-    const uint4 v = ld_cg(p + i);
+    const uint4 v = __ldcg(p + i);
     acc ^= v.x ^ v.w;
   }
   if (acc == 0x12345678u) *sink = acc;
@@ -110,15 +83,11 @@ __device__ void run_chain(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t
 // This block's share of `buf`, read and discarded (the "between" stream), with the L2
 // evict-first policy the project's decode kernels stream their weights with (ld_stream).
 __device__ void stream_share(const uint4* buf, size_t chunks, unsigned* sink) {
-  uint64_t policy;
-  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  const uint64_t policy = stream_policy();
   unsigned acc = 0;
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < chunks;
        i += size_t{gridDim.x} * blockDim.x) {
-    uint4 v;
-    asm volatile("ld.global.cg.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(buf + i), "l"(policy));
+    const uint4 v = ld_stream(buf + i, policy);
     acc ^= v.x ^ v.w;
   }
   if (acc == 0x12345678u) *sink = acc;
@@ -148,16 +117,16 @@ __global__ void __launch_bounds__(kThreads) gemv_pdl_kernel(const __nv_bfloat16*
   constexpr int kPer = kChunks / 32;  // 8 chunks per lane
   uint4 held[kPer];
 #pragma unroll
-  for (int i = 0; i < kPer / 2; ++i) held[i] = row < kRows ? ld_cg(wr + lane + 32 * i) : uint4{};
+  for (int i = 0; i < kPer / 2; ++i) held[i] = row < kRows ? __ldcg(wr + lane + 32 * i) : uint4{};
   asm volatile("griddepcontrol.wait;" ::: "memory");
   if (row >= kRows) return;
 #pragma unroll
-  for (int i = kPer / 2; i < kPer; ++i) held[i] = ld_cg(wr + lane + 32 * i);
+  for (int i = kPer / 2; i < kPer; ++i) held[i] = __ldcg(wr + lane + 32 * i);
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   float acc = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kPer; ++i) acc += dot8(ld_cg(xv + lane + 32 * i), held[i]);
-  acc = warp_sum(acc);
+  for (int i = 0; i < kPer; ++i) acc += dot8(__ldcg(xv + lane + 32 * i), held[i]);
+  acc = warp_sum<32>(acc);
   if (lane == 0) y[row] = acc;
 }
 
@@ -198,7 +167,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
   __syncthreads();
   stream_share(between, between_chunks, sink);
   for (int i = threadIdx.x; i < kChunks; i += kThreads)
-    s_x[i] = ld_cg(reinterpret_cast<const uint4*>(x) + i);
+    s_x[i] = __ldcg(reinterpret_cast<const uint4*>(x) + i);
   if constexpr (kSmem) asm volatile("cp.async.wait_all;" ::: "memory");
   __syncthreads();
   constexpr int kPer = kChunks / 32;
@@ -209,7 +178,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
     float acc = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) acc += dot8(s_x[lane + 32 * i], s_w[r * kChunks + lane + 32 * i]);
-    acc = warp_sum(acc);
+    acc = warp_sum<32>(acc);
     if (lane == 0) y[first + r] = acc;
   }
   constexpr int kBatch = 3;
@@ -220,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
       const int r = base + j * kWarps;
 #pragma unroll
       for (int i = 0; i < kPer; ++i)
-        held[j][i] = r < count ? ld_cg(wb + size_t{static_cast<unsigned>(r)} * kChunks + lane + 32 * i)
+        held[j][i] = r < count ? __ldcg(wb + size_t{static_cast<unsigned>(r)} * kChunks + lane + 32 * i)
                                : uint4{};
     }
 #pragma unroll
@@ -229,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
       float acc = 0.0f;
 #pragma unroll
       for (int i = 0; i < kPer; ++i) acc += dot8(s_x[lane + 32 * i], held[j][i]);
-      acc = warp_sum(acc);
+      acc = warp_sum<32>(acc);
       if (lane == 0 && r < count) y[first + r] = acc;
     }
   }
@@ -244,50 +213,50 @@ float max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 }  // namespace
 
-int main() {
+int run_probe() {
   int sms = 0, smem_optin = 0;
-  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+  BF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  BF_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
   __nv_bfloat16 *w, *x, *x_src;
   float* y;
   uint4* flush;
   unsigned *flag, *sink;
-  CHECK(cudaMalloc(&w, size_t{kRows} * kRowBytes));
-  CHECK(cudaMalloc(&x, kCols * 2));
-  CHECK(cudaMalloc(&x_src, kCols * 2));
-  CHECK(cudaMalloc(&y, kRows * 4));
-  CHECK(cudaMalloc(&flush, kFlushBytes));
+  BF_CUDA_CHECK(cudaMalloc(&w, size_t{kRows} * kRowBytes));
+  BF_CUDA_CHECK(cudaMalloc(&x, kCols * 2));
+  BF_CUDA_CHECK(cudaMalloc(&x_src, kCols * 2));
+  BF_CUDA_CHECK(cudaMalloc(&y, kRows * 4));
+  BF_CUDA_CHECK(cudaMalloc(&flush, kFlushBytes));
   uint4* between;  // the MoE-like stream (up to 64 MB, cold: the flush evicts it too)
   constexpr size_t kBetweenMax = size_t{64} << 20;
-  CHECK(cudaMalloc(&between, kBetweenMax));
-  CHECK(cudaMemset(between, 2, kBetweenMax));
-  CHECK(cudaMalloc(&flag, 4));
-  CHECK(cudaMalloc(&sink, 4));
-  CHECK(cudaMemset(flag, 0, 4));
-  CHECK(cudaMemset(flush, 1, kFlushBytes));
+  BF_CUDA_CHECK(cudaMalloc(&between, kBetweenMax));
+  BF_CUDA_CHECK(cudaMemset(between, 2, kBetweenMax));
+  BF_CUDA_CHECK(cudaMalloc(&flag, 4));
+  BF_CUDA_CHECK(cudaMalloc(&sink, 4));
+  BF_CUDA_CHECK(cudaMemset(flag, 0, 4));
+  BF_CUDA_CHECK(cudaMemset(flush, 1, kFlushBytes));
   fill_kernel<<<1024, 256>>>(w, size_t{kRows} * kCols, 1);
   fill_kernel<<<8, 256>>>(x_src, kCols, 2);
-  CHECK(cudaDeviceSynchronize());
+  BF_CUDA_CHECK(cudaDeviceSynchronize());
 
   const int rows_per_block = (kRows + sms - 1) / sms;
   const int smem_rows = std::min<int>(rows_per_block,
                                       static_cast<int>((smem_optin - 16 * 1024) / kRowBytes));
   const size_t smem_bytes = size_t{static_cast<unsigned>(smem_rows)} * kRowBytes;
-  CHECK(cudaFuncSetAttribute(persistent_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  BF_CUDA_CHECK(cudaFuncSetAttribute(persistent_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(smem_bytes)));
   cudaStream_t s;
-  CHECK(cudaStreamCreate(&s));
+  BF_CUDA_CHECK(cudaStreamCreate(&s));
   cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
+  BF_CUDA_CHECK(cudaEventCreate(&e0));
+  BF_CUDA_CHECK(cudaEventCreate(&e1));
   unsigned generation = 0;
 
   // kind 0: pdl, 1: smem, 2: l2; staged: rows per block brought close (smem / l2).
   auto run = [&](int kind, uint64_t delay_ns, int staged, size_t between_bytes) {
     const size_t between_chunks = between_bytes / 16;
     flush_kernel<<<4 * sms, 256, 0, s>>>(flush, kFlushBytes / 16, sink);
-    CHECK(cudaMemsetAsync(x, 0, kCols * 2, s));
-    CHECK(cudaEventRecord(e0, s));
+    BF_CUDA_CHECK(cudaMemsetAsync(x, 0, kCols * 2, s));
+    BF_CUDA_CHECK(cudaEventRecord(e0, s));
     if (kind == 0) {
       chain_kernel<<<1, 32, 0, s>>>(x_src, x, delay_ns);
       cudaLaunchAttribute attr[1];
@@ -300,7 +269,7 @@ int main() {
         sc.stream = s;
         sc.attrs = attr;
         sc.numAttrs = 1;
-        CHECK(cudaLaunchKernelEx(&sc, stream_pdl_kernel, static_cast<const uint4*>(between),
+        BF_CUDA_CHECK(cudaLaunchKernelEx(&sc, stream_pdl_kernel, static_cast<const uint4*>(between),
                                  between_chunks, sink));
       }
       cudaLaunchConfig_t cfg{};
@@ -309,7 +278,7 @@ int main() {
       cfg.stream = s;
       cfg.attrs = attr;
       cfg.numAttrs = 1;
-      CHECK(cudaLaunchKernelEx(&cfg, gemv_pdl_kernel, static_cast<const __nv_bfloat16*>(w),
+      BF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_pdl_kernel, static_cast<const __nv_bfloat16*>(w),
                                static_cast<const __nv_bfloat16*>(x), y));
     } else {
       ++generation;
@@ -322,10 +291,10 @@ int main() {
             w, x_src, x, y, delay_ns, flag, generation, rows_per_block, staged, between,
             between_chunks, sink);
     }
-    CHECK(cudaEventRecord(e1, s));
-    CHECK(cudaStreamSynchronize(s));
+    BF_CUDA_CHECK(cudaEventRecord(e1, s));
+    BF_CUDA_CHECK(cudaStreamSynchronize(s));
     float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    BF_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     return ms * 1000.0f;
   };
   auto median_us = [&](int kind, uint64_t delay_ns, int staged, size_t between_bytes) {
@@ -336,7 +305,7 @@ int main() {
   };
   auto result = [&] {
     std::vector<float> h(kRows);
-    CHECK(cudaMemcpy(h.data(), y, kRows * 4, cudaMemcpyDeviceToHost));
+    BF_CUDA_CHECK(cudaMemcpy(h.data(), y, kRows * 4, cudaMemcpyDeviceToHost));
     return h;
   };
 
@@ -364,4 +333,13 @@ int main() {
     }
   }
   return 0;
+}
+
+int main() {
+  try {
+    return run_probe();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "staging_probe: %s\n", e.what());
+    return 1;
+  }
 }

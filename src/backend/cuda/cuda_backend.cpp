@@ -1163,11 +1163,9 @@ class CudaBackend final : public Backend {
   void paged_attention_gated(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
                              const AttentionParams& params, const Tensor& gate_rows,
                              int64_t gate_begin, Tensor& out) override {
-    const bool foldable = fold_attention_gate_ && out.rank() == 3 && gate_rows.rank() == 2 &&
-                          gate_rows.device() == Device::kCUDA &&
-                          gate_rows.dtype() == out.dtype() &&
-                          gate_rows.dim(0) == out.dim(0) * out.dim(1) && gate_begin >= 0 &&
-                          gate_begin + out.dim(2) <= gate_rows.dim(1);
+    check_attention_gate(out, gate_rows, gate_begin);
+    const bool foldable = fold_attention_gate_ && gate_rows.device() == Device::kCUDA &&
+                          gate_rows.dtype() == out.dtype();
     if (foldable && attend(q, cache, batch, params, out, &gate_rows, gate_begin)) return;
     Backend::paged_attention_gated(q, cache, batch, params, gate_rows, gate_begin, out);
   }

@@ -85,6 +85,18 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p, uint64_t policy) {
   return __ldcg(p);
 #endif
 }
+// The dot product of eight bf16 pairs packed in 16 bytes each, summed in fp32.
+__device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
+  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
+  float s = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float2 xf = __bfloat1622float2(x[e]), yf = __bfloat1622float2(y[e]);
+    s += xf.x * yf.x + xf.y * yf.y;
+  }
+  return s;
+}
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + __expf(-x)); }
 __device__ __forceinline__ float siluf_(float x) { return x / (1.0f + __expf(-x)); }
 

@@ -156,19 +156,8 @@ __global__ void down_kernel(const float* act, const void* down, int w_dt, int64_
 }
 
 // bf16 forms of the two kernels above (the decode path of bf16 checkpoints): 16-byte loads of
-// eight weights, several in flight per lane; the scalar loads of the general kernels moved
-// 64 bytes per warp per step and ran the experts at 0.6-1.7 TB/s.
-__device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
-  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
-  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
-  float s = 0.0f;
-#pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    const float2 xf = __bfloat1622float2(x[e]), yf = __bfloat1622float2(y[e]);
-    s += xf.x * yf.x + xf.y * yf.y;
-  }
-  return s;
-}
+// eight weights (dot8), several in flight per lane; the scalar loads of the general kernels
+// moved 64 bytes per warp per step and ran the experts at 0.6-1.7 TB/s.
 
 // silu(gate row · x) * (up row · x) of one intermediate row, by one warp: lanes take every 32nd
 // 16-byte chunk (in column order), then a warp sum. Every lane returns the value.
