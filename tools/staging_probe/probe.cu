@@ -3,7 +3,7 @@
 // 15's leads): at 35B-A3B batch 1 the input projection (50.6 MB) waits on short serial chains
 // (norm, routing) that leave DRAM idle, and L2 prefetches did not survive the MoE block.
 //
-// One stage "chain" (a lone thread spinning `delay` us, then writing x, as a routing or norm
+// One stage "chain" (a lone warp spinning `delay` us, then writing x, as a routing or norm
 // chain does), optionally a stream of `between` MB that only starts after the chain (as the MoE
 // experts' weights, known once routed, stream between the routing and the next layer's
 // projection), then y = W x (W [12352, 2048] bf16, cold: a 256 MB buffer is streamed before
@@ -72,23 +72,41 @@ __global__ void flush_kernel(const uint4* p, size_t n, unsigned* sink) {
   if (acc == 0x12345678u) *sink = acc;
 }
 
-// The latency-bound stage: one thread spins `delay_ns`, then writes x (from x_src).
-__device__ void run_chain(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t delay_ns) {
+// The latency-bound stage: one warp spins `delay_ns`, then writes x (from x_src), 16 bytes
+// per lane per load so that the copy itself costs well under a microsecond (a one-thread copy
+// of 2048 elements cost tens of microseconds and hid everything else in the first run).
+__device__ void run_chain_warp(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t delay_ns) {
   const uint64_t t0 = now_ns();
   while (now_ns() - t0 < delay_ns) {
   }
-  for (int i = 0; i < kCols; ++i) x[i] = x_src[i];
+  const uint4* src = reinterpret_cast<const uint4*>(x_src);
+  uint4* dst = reinterpret_cast<uint4*>(x);
+  const int lane = threadIdx.x % 32;
+  uint4 v[kChunks / 32];
+#pragma unroll
+  for (int i = 0; i < kChunks / 32; ++i) v[i] = __ldcg(src + lane + 32 * i);
+#pragma unroll
+  for (int i = 0; i < kChunks / 32; ++i) dst[lane + 32 * i] = v[i];
+  __syncwarp();
 }
 
 // This block's share of `buf`, read and discarded (the "between" stream), with the L2
 // evict-first policy the project's decode kernels stream their weights with (ld_stream).
 __device__ void stream_share(const uint4* buf, size_t chunks, unsigned* sink) {
   const uint64_t policy = stream_policy();
+  // Eight loads in flight per thread: one at a time left the persistent form's 132 blocks
+  // far below the copy rate.
+  constexpr int kInFlight = 8;
   unsigned acc = 0;
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < chunks;
-       i += size_t{gridDim.x} * blockDim.x) {
-    const uint4 v = ld_stream(buf + i, policy);
-    acc ^= v.x ^ v.w;
+  const size_t stride = size_t{gridDim.x} * blockDim.x;
+  for (size_t base = blockIdx.x * size_t{blockDim.x} + threadIdx.x; base < chunks;
+       base += stride * kInFlight) {
+    uint4 v[kInFlight];
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j)
+      v[j] = base + j * stride < chunks ? ld_stream(buf + base + j * stride, policy) : uint4{};
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) acc ^= v[j].x ^ v[j].w;
   }
   if (acc == 0x12345678u) *sink = acc;
 }
@@ -105,7 +123,7 @@ __global__ void stream_pdl_kernel(const uint4* buf, size_t chunks, unsigned* sin
 // resident blocks' first loads overlap the chain.
 __global__ void chain_kernel(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint64_t delay_ns) {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  if (threadIdx.x == 0) run_chain(x_src, x, delay_ns);
+  if (threadIdx.x < 32) run_chain_warp(x_src, x, delay_ns);
 }
 
 // pdl: a warp per row, the row's first 4 chunks per lane requested before the wait.
@@ -153,8 +171,8 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
     }
   }
   if constexpr (kSmem) asm volatile("cp.async.commit_group;" ::: "memory");
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    run_chain(x_src, x, delay_ns);
+  if (blockIdx.x == 0 && threadIdx.x < 32) {
+    run_chain_warp(x_src, x, delay_ns);
     __threadfence();
     asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(flag), "r"(generation) : "memory");
   }
