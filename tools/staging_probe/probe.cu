@@ -15,10 +15,7 @@
 //           H100 / H200) into shared memory with cp.async while block 0's first thread runs
 //           the chain, then polls a flag (acquire), streams its share of the `between` bytes,
 //           and computes, the rest of its rows streamed from DRAM;
-//   l2      the same, but the first rows are only prefetched into L2 (prefetch.global.L2);
-//   side    the smem kernel on a second stream forked at the chain's start, the chain, the
-//           stream and a flag kernel on the first (the stream as another kernel's work, the
-//           way a MoE block's experts would run while the next projection stages).
+//   l2      the same, but the first rows are only prefetched into L2 (prefetch.global.L2).
 // The three results are compared (max relative difference printed). The loads, dot products
 // and warp sums are the project's (cuda_common.h). Build and run on the GPU box:
 //   nvcc -O3 -std=c++20 -arch=sm_90a -Isrc -o /tmp/staging_probe tools/staging_probe/probe.cu
@@ -129,12 +126,6 @@ __global__ void chain_kernel(const __nv_bfloat16* x_src, __nv_bfloat16* x, uint6
   if (threadIdx.x < 32) run_chain_warp(x_src, x, delay_ns);
 }
 
-// The side form's signal, launched on the main stream after the chain and the stream: the
-// point where the next projection's input is ready.
-__global__ void flag_kernel(unsigned* flag, unsigned generation) {
-  asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(flag), "r"(generation) : "memory");
-}
-
 // pdl: a warp per row, the row's first 4 chunks per lane requested before the wait.
 __global__ void __launch_bounds__(kThreads) gemv_pdl_kernel(const __nv_bfloat16* w,
                                                            const __nv_bfloat16* x, float* y) {
@@ -163,7 +154,7 @@ template <bool kSmem>
 __global__ void __launch_bounds__(kThreads) persistent_kernel(
     const __nv_bfloat16* w, const __nv_bfloat16* x_src, __nv_bfloat16* x, float* y,
     uint64_t delay_ns, unsigned* flag, unsigned generation, int rows_per_block, int staged,
-    const uint4* between, size_t between_chunks, unsigned* sink, bool own_chain) {
+    const uint4* between, size_t between_chunks, unsigned* sink) {
   extern __shared__ uint4 s_w[];
   __shared__ uint4 s_x[kChunks];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -180,7 +171,7 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
     }
   }
   if constexpr (kSmem) asm volatile("cp.async.commit_group;" ::: "memory");
-  if (own_chain && blockIdx.x == 0 && threadIdx.x < 32) {
+  if (blockIdx.x == 0 && threadIdx.x < 32) {
     run_chain_warp(x_src, x, delay_ns);
     __threadfence();
     asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(flag), "r"(generation) : "memory");
@@ -273,15 +264,12 @@ int run_probe() {
                              static_cast<int>(smem_bytes)));
   cudaStream_t s;
   BF_CUDA_CHECK(cudaStreamCreate(&s));
-  cudaStream_t side;
-  BF_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  cudaEvent_t e0, e1, e_side;
+  cudaEvent_t e0, e1;
   BF_CUDA_CHECK(cudaEventCreate(&e0));
   BF_CUDA_CHECK(cudaEventCreate(&e1));
-  BF_CUDA_CHECK(cudaEventCreateWithFlags(&e_side, cudaEventDisableTiming));
   unsigned generation = 0;
 
-  // kind 0: pdl, 1: smem, 2: l2, 3: side; staged: rows per block brought close (smem / l2).
+  // kind 0: pdl, 1: smem, 2: l2; staged: rows per block brought close (smem / l2).
   auto run = [&](int kind, uint64_t delay_ns, int staged, size_t between_bytes) {
     const size_t between_chunks = between_bytes / 16;
     flush_kernel<<<4 * sms, 256, 0, s>>>(flush, kFlushBytes / 16, sink);
@@ -310,30 +298,16 @@ int run_probe() {
       cfg.numAttrs = 1;
       BF_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_pdl_kernel, static_cast<const __nv_bfloat16*>(w),
                                static_cast<const __nv_bfloat16*>(x), y));
-    } else if (kind == 3) {
-      // side: the persistent kernel on a second stream (a graph branch in the engine), forked
-      // at the chain's start; the main stream runs the chain, the stream (other kernels' work,
-      // as the MoE experts would be) and the flag; then joins.
-      ++generation;
-      BF_CUDA_CHECK(cudaStreamWaitEvent(side, e0, 0));
-      persistent_kernel<true><<<sms, kThreads, smem_bytes, side>>>(
-          w, x_src, x, y, 0, flag, generation, rows_per_block, staged, between, 0, sink, false);
-      BF_CUDA_CHECK(cudaEventRecord(e_side, side));
-      chain_kernel<<<1, 32, 0, s>>>(x_src, x, delay_ns);
-      if (between_chunks > 0)
-        stream_pdl_kernel<<<4 * sms, kThreads, 0, s>>>(between, between_chunks, sink);
-      flag_kernel<<<1, 1, 0, s>>>(flag, generation);
-      BF_CUDA_CHECK(cudaStreamWaitEvent(s, e_side, 0));
     } else {
       ++generation;
       if (kind == 1)
         persistent_kernel<true><<<sms, kThreads, smem_bytes, s>>>(
             w, x_src, x, y, delay_ns, flag, generation, rows_per_block, staged, between,
-            between_chunks, sink, true);
+            between_chunks, sink);
       else
         persistent_kernel<false><<<sms, kThreads, 0, s>>>(
             w, x_src, x, y, delay_ns, flag, generation, rows_per_block, staged, between,
-            between_chunks, sink, true);
+            between_chunks, sink);
     }
     BF_CUDA_CHECK(cudaEventRecord(e1, s));
     BF_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -363,28 +337,24 @@ int run_probe() {
   const float diff_smem = max_rel_diff(result(), ref);
   run(2, 1000, smem_rows, 0);
   const float diff_l2 = max_rel_diff(result(), ref);
-  run(3, 1000, smem_rows, size_t{1} << 20);
-  const float diff_side = max_rel_diff(result(), ref);
-  std::printf("results vs pdl: smem max rel diff %.2e, l2 %.2e, side %.2e\n", diff_smem, diff_l2,
-              diff_side);
+  std::printf("results vs pdl: smem max rel diff %.2e, l2 %.2e\n", diff_smem, diff_l2);
   std::printf("| chain us | between MB | pdl us | smem, none staged | smem, half staged | "
-              "smem, all it holds | l2, as many prefetched | side, none staged | side, all it holds "
-              "|\n|---|---|---|---|---|---|---|---|---|\n");
+              "smem, all it holds | l2, as many prefetched |\n|---|---|---|---|---|---|---|\n");
   for (size_t between_mb : {size_t{0}, size_t{54}}) {
     for (uint64_t delay_us : {0, 2, 5, 10}) {
       const uint64_t d = delay_us * 1000;
       const size_t b = between_mb << 20;
-      std::printf("| %llu | %zu | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+      std::printf("| %llu | %zu | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
                   static_cast<unsigned long long>(delay_us), between_mb, median_us(0, d, 0, b),
                   median_us(1, d, 0, b), median_us(1, d, smem_rows / 2, b),
-                  median_us(1, d, smem_rows, b), median_us(2, d, smem_rows, b),
-                  median_us(3, d, 0, b), median_us(3, d, smem_rows, b));
+                  median_us(1, d, smem_rows, b), median_us(2, d, smem_rows, b));
     }
   }
   return 0;
 }
 
 int main() {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // rows as they come, should an arm hang
   try {
     return run_probe();
   } catch (const std::exception& e) {
