@@ -11,7 +11,7 @@
 //            memory, and release the stage;
 // and a device-to-device copy of the same bytes for the bandwidth ceiling. Build and run on
 // the GPU box:
-//   nvcc -O3 -std=c++20 -arch=sm_90a -Isrc -o /tmp/pgemv tools/persistent_gemv_probe/probe.cu
+//   nvcc -O3 -std=c++20 -arch=sm_90a -Isrc -I. -o /tmp/pgemv tools/persistent_gemv_probe/probe.cu
 //   /tmp/pgemv
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_common.h"
+#include "tools/probe_common.cuh"
 
 namespace {
 
@@ -30,33 +31,15 @@ using bf::cuda::dot8;
 using bf::cuda::ld_stream;
 using bf::cuda::stream_policy;
 using bf::cuda::warp_sum;
+using probe::fill_kernel;
+using probe::flush_kernel;
+using probe::kFlushBytes;
+using probe::max_rel_diff;
 
 constexpr int kRows = 12352, kCols = 2048;  // the 35B-A3B GDN input projection
 constexpr int kChunks = kCols / 8;
 constexpr size_t kRowBytes = kCols * 2;
-constexpr size_t kFlushBytes = size_t{256} << 20;
 constexpr int kConsumerWarps = 8;
-
-__global__ void fill_kernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = __float2bfloat16((static_cast<float>(h & 0xffff) / 65535.0f - 0.5f) * 0.1f);
-  }
-}
-
-__global__ void flush_kernel(const uint4* p, size_t n, unsigned* sink) {
-  unsigned acc = 0;
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    const uint4 v = __ldcg(p + i);
-    acc ^= v.x ^ v.w;
-  }
-  if (acc == 0x12345678u) *sink = acc;
-}
 
 // The baseline: a warp per 4 rows, two 256-column steps of loads in flight (8 per lane).
 __global__ void __launch_bounds__(256) gemv_kernel(const __nv_bfloat16* w, const __nv_bfloat16* x,
@@ -184,13 +167,6 @@ __global__ void __launch_bounds__((kConsumerWarps + 1) * 32, 1)
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[s]);
   }
-}
-
-float max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  float worst = 0.0f, scale = 0.0f;
-  for (size_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::fabs(b[i]));
-  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
-  return scale > 0 ? worst / scale : worst;
 }
 
 }  // namespace

@@ -18,7 +18,7 @@
 //   l2      the same, but the first rows are only prefetched into L2 (prefetch.global.L2).
 // The three results are compared (max relative difference printed). The loads, dot products
 // and warp sums are the project's (cuda_common.h). Build and run on the GPU box:
-//   nvcc -O3 -std=c++20 -arch=sm_90a -Isrc -o /tmp/staging_probe tools/staging_probe/probe.cu
+//   nvcc -O3 -std=c++20 -arch=sm_90a -Isrc -I. -o /tmp/staging_probe tools/staging_probe/probe.cu
 //   /tmp/staging_probe            (prints one table; ~20 s)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_common.h"
+#include "tools/probe_common.cuh"
 
 namespace {
 
@@ -38,38 +39,20 @@ using bf::cuda::dot8;
 using bf::cuda::ld_stream;
 using bf::cuda::stream_policy;
 using bf::cuda::warp_sum;
+using probe::fill_kernel;
+using probe::flush_kernel;
+using probe::kFlushBytes;
+using probe::max_rel_diff;
 
 constexpr int kRows = 12352, kCols = 2048;       // the 35B-A3B GDN input projection
 constexpr int kChunks = kCols / 8;               // 16-byte chunks per row
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr size_t kRowBytes = kCols * 2;
-constexpr size_t kFlushBytes = size_t{256} << 20;
 
 __device__ __forceinline__ uint64_t now_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
   return t;
-}
-
-__global__ void fill_kernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = __float2bfloat16((static_cast<float>(h & 0xffff) / 65535.0f - 0.5f) * 0.1f);
-  }
-}
-
-__global__ void flush_kernel(const uint4* p, size_t n, unsigned* sink) {
-  unsigned acc = 0;
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    const uint4 v = __ldcg(p + i);
-    acc ^= v.x ^ v.w;
-  }
-  if (acc == 0x12345678u) *sink = acc;
 }
 
 // The latency-bound stage: one warp spins `delay_ns`, then writes x (from x_src), 16 bytes
@@ -220,13 +203,6 @@ __global__ void __launch_bounds__(kThreads) persistent_kernel(
       if (lane == 0 && r < count) y[first + r] = acc;
     }
   }
-}
-
-float max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  float worst = 0.0f, scale = 0.0f;
-  for (size_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::fabs(b[i]));
-  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
-  return scale > 0 ? worst / scale : worst;
 }
 
 }  // namespace
