@@ -13,6 +13,11 @@
 
 namespace probe {
 
+// The shape both probes time: the Qwen3.5-35B-A3B GDN input projection, [12352, 2048] bf16.
+constexpr int kRows = 12352, kCols = 2048;
+constexpr int kChunks = kCols / 8;  // 16-byte chunks per row
+constexpr size_t kRowBytes = kCols * 2;
+
 // Bytes streamed before every trial: several times the L2 (50 MB on an H100 / H200).
 constexpr size_t kFlushBytes = size_t{256} << 20;
 

@@ -33,12 +33,13 @@ using bf::cuda::stream_policy;
 using bf::cuda::warp_sum;
 using probe::fill_kernel;
 using probe::flush_kernel;
+using probe::kChunks;
+using probe::kCols;
 using probe::kFlushBytes;
+using probe::kRowBytes;
+using probe::kRows;
 using probe::max_rel_diff;
 
-constexpr int kRows = 12352, kCols = 2048;  // the 35B-A3B GDN input projection
-constexpr int kChunks = kCols / 8;
-constexpr size_t kRowBytes = kCols * 2;
 constexpr int kConsumerWarps = 8;
 
 // The baseline: a warp per 4 rows, two 256-column steps of loads in flight (8 per lane).

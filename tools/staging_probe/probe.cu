@@ -41,13 +41,14 @@ using bf::cuda::stream_policy;
 using bf::cuda::warp_sum;
 using probe::fill_kernel;
 using probe::flush_kernel;
+using probe::kChunks;
+using probe::kCols;
 using probe::kFlushBytes;
+using probe::kRowBytes;
+using probe::kRows;
 using probe::max_rel_diff;
 
-constexpr int kRows = 12352, kCols = 2048;       // the 35B-A3B GDN input projection
-constexpr int kChunks = kCols / 8;               // 16-byte chunks per row
 constexpr int kThreads = 256, kWarps = kThreads / 32;
-constexpr size_t kRowBytes = kCols * 2;
 
 __device__ __forceinline__ uint64_t now_ns() {
   uint64_t t;
