@@ -1,6 +1,7 @@
 // bench_cuda: GPU benchmarks of the CUDA backend, printed as table rows with their roofline.
 //   bench_cuda copy                       device-to-device copy bandwidth (the roofline's GB/s)
 //   bench_cuda gemm                       decode-sized GEMMs: the gemv kernel vs cuBLASLt
+//   bench_cuda skinny                     8-32 rows: the tensor-core skinny GEMM vs cuBLASLt
 //   bench_cuda gdn                        the gated delta rule at Qwen3.5-27B head shapes
 //   bench_cuda attention                  paged attention prefill (4k/16k, hd 128/256) and
 //                                         split-KV decode (8k/32k) through the Backend API
@@ -37,6 +38,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.h"
 #include "engine/sampler.h"
 #include "model/config.h"
 #include "model/layers.h"
@@ -58,6 +60,18 @@ double median_ms(const std::function<void()>& fn, int warmup, int iters) {
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+// Per-launch ms of `reps` launches back to back between two synchronisations (median of
+// `samples`): the host's sync overhead (~10 us) spread over the launches, for kernels of tens
+// of microseconds that the launch rate keeps fed.
+double back_to_back_ms(const std::function<void()>& fn, int reps, int samples) {
+  return median_ms(
+             [&] {
+               for (int i = 0; i < reps; ++i) fn();
+             },
+             1, samples) /
+         reps;
 }
 
 double copy_bandwidth_gbs() {
@@ -184,6 +198,53 @@ int bench_gemm(double bw) {
                   t_g > 0 ? std::to_string(int(t_g * 1e3)).c_str() : "-",
                   t_g > 0 ? std::to_string(int(bytes / (t_g * 1e-3) / 1e9)).c_str() : "-", t_l * 1e3,
                   bytes / (t_l * 1e-3) / 1e9, 100 * bytes / (best * 1e-3) / 1e9 / bw);
+    }
+  }
+  return 0;
+}
+
+// The tensor-core skinny GEMM (Hopper) against cuBLASLt at decode and verify row counts
+// (16 rows: a DFlash verify block of one sequence) on the 27B's and the 35B-A3B's projection
+// shapes; each split configuration pinned in its own backend, the fastest shown. Times per
+// launch of 20 back to back (each skinny launch a programmatic dependent of the one before).
+int bench_skinny(double bw) {
+  if (!query_cuda_device(0).wgmma) {
+    std::printf("skinny: no sm_90a device\n");
+    return 0;
+  }
+  setenv("BLOCKFLASH_SKINNY", "never", 1);
+  auto lt = make_cuda_backend();
+  std::vector<std::unique_ptr<Backend>> pinned;
+  setenv("BLOCKFLASH_SKINNY", "always", 1);
+  for (int c = 0; c < cuda::skinny_wgmma_num_configs(); ++c) {
+    setenv("BLOCKFLASH_SKINNY_CONFIG", std::to_string(c).c_str(), 1);
+    pinned.push_back(make_cuda_backend());
+  }
+  unsetenv("BLOCKFLASH_SKINNY");
+  unsetenv("BLOCKFLASH_SKINNY_CONFIG");
+  uint64_t seed = 7;
+  std::printf("| shape [M, K] x [N, K]^T | cuBLASLt us | GB/s | skinny us (config) | GB/s | "
+              "skinny / cuBLASLt | of copy roofline (skinny) |\n|---|---|---|---|---|---|---|\n");
+  for (auto [n, k] : {std::pair{10240, 5120}, {17408, 5120}, {5120, 17408}, {5120, 6144},
+                      {1024, 5120}, {248320, 5120}, {12288, 2048}, {2048, 4096}, {9216, 2048}}) {
+    for (int m : {8, 16, 32}) {
+      Tensor w = lt->empty({n, k}, DType::kBF16), x = lt->empty({m, k}, DType::kBF16);
+      Tensor out = lt->empty({m, n}, DType::kBF16);
+      fill(w, 0.05f, seed);
+      fill(x, 1.0f, seed);
+      const double t_l = back_to_back_ms([&] { lt->matmul(x, w, out); }, 20, 5);
+      double t_s = -1;
+      int best = -1;
+      for (int c = 0; c < cuda::skinny_wgmma_num_configs(); ++c) {
+        if (!cuda::skinny_wgmma_config_useful(c, m, n, k, size_t{16} << 20, int64_t{1} << 16))
+          continue;
+        const double t = back_to_back_ms([&] { pinned[c]->matmul(x, w, out); }, 20, 5);
+        if (best < 0 || t < t_s) best = c, t_s = t;
+      }
+      const double bytes = double(n) * k * 2 + double(m) * (k + n) * 2;
+      std::printf("| [%d, %d] x [%d, %d] | %.1f | %.0f | %.1f (%d) | %.0f | %.2f | %.0f%% |\n", m,
+                  k, n, k, t_l * 1e3, bytes / (t_l * 1e-3) / 1e9, t_s * 1e3, best,
+                  bytes / (t_s * 1e-3) / 1e9, t_s / t_l, 100 * bytes / (t_s * 1e-3) / 1e9 / bw);
     }
   }
   return 0;
@@ -474,7 +535,7 @@ int bench_model(const std::string& path, std::vector<int> batches, double bw) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_cuda copy | attention | gemm | gdn | sample | model CONFIG.json [B...]\n");
+    std::fprintf(stderr, "usage: bench_cuda copy | attention | gemm | skinny | gdn | sample | model CONFIG.json [B...]\n");
     return 2;
   }
   try {
@@ -484,6 +545,7 @@ int main(int argc, char** argv) {
     if (mode == "copy") return 0;
     if (mode == "attention") return bench_attention(bw);
     if (mode == "gemm") return bench_gemm(bw);
+    if (mode == "skinny") return bench_skinny(bw);
     if (mode == "gdn") return bench_gdn(bw);
     if (mode == "sample") return bench_sample();
     if (mode == "model" && argc >= 3) {

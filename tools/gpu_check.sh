@@ -126,7 +126,7 @@ if has sanitize; then
     --gtest_color=no > "$OUT/memcheck.log" 2>&1
   note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$OUT/memcheck.log" | tr '\n' ' ')"
   timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
-    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.MoeBlockDecode*:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.PagedAttentionFlashTiles:CudaOps.GatedDeltaRule*:CudaOps.GatedDeltaNetDecodeFused:CudaOps.MatmulSkinnyGemv:CudaOps.PrepareAttentionInputs' \
+    --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.MoeBlockDecode*:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.PagedAttentionFlashTiles:CudaOps.GatedDeltaRule*:CudaOps.GatedDeltaNetDecodeFused:CudaOps.MatmulSkinnyGemv:CudaOps.MatmulSkinnyWgmma*:CudaOps.PrepareAttentionInputs' \
     --gtest_color=no > "$OUT/racecheck.log" 2>&1
   note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"
   for cluster in ${SANITIZE_SAMPLE_CLUSTERS:-1 8}; do

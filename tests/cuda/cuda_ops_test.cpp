@@ -112,6 +112,76 @@ TEST_F(CudaOps, MatmulSkinnyGemvEveryConfig) {
   }
 }
 
+TEST_F(CudaOps, MatmulSkinnyWgmmaEveryConfig) {
+  // The tensor-core skinny GEMM (Hopper only) pinned on with each split configuration: row
+  // counts on both token tiles (16, 32) and partial ones, n with a partial 64-row tile, k with
+  // a partial 64-element chunk, splits that leave a short last one. Twice per shape: the
+  // split counters must be re-armed by the launch before.
+  if (!query_cuda_device(0).wgmma) GTEST_SKIP() << "no sm_90a device";
+  for (int config = 0; config < cuda::skinny_wgmma_num_configs(); ++config) {
+    setenv("BLOCKFLASH_SKINNY", "always", 1);
+    setenv("BLOCKFLASH_SKINNY_CONFIG", std::to_string(config).c_str(), 1);
+    auto gpu = make_cuda_backend();
+    unsetenv("BLOCKFLASH_SKINNY");
+    unsetenv("BLOCKFLASH_SKINNY_CONFIG");
+    for (auto [m, n, k] : {std::tuple{16, 1024, 5120}, {9, 300, 520}, {1, 64, 64},
+                           {32, 2048, 2056}, {17, 130, 4096}, {5, 1000, 1032}}) {
+      Tensor x = rand_bf16({m, k}, rng_), w = rand_bf16({n, k}, rng_, -0.1f, 0.1f);
+      Tensor want = Tensor::empty({m, n});
+      cpu_->matmul(x, w, want);
+      const Tensor dx = to_device(*gpu, x), dw = gpu->upload(w);
+      for (int round = 0; round < 2; ++round) {
+        Tensor got = poisoned(*gpu, {m, n});
+        gpu->matmul(dx, dw, got);
+        EXPECT_TRUE(close(gpu->to_host(got), want, 1e-2))
+            << "config " << config << ", round " << round << ": " << m << "x" << n << "x" << k;
+        Tensor got32 = poisoned(*gpu, {m, n}, DType::kF32);
+        gpu->matmul(dx, dw, got32);
+        EXPECT_TRUE(close(gpu->to_host(got32), want, 1e-3))
+            << "f32 out, config " << config << ", round " << round << ": " << m << "x" << n
+            << "x" << k;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, MatmulSkinnyWgmmaChainAndTimedChoice) {
+  // Back-to-back skinny products (programmatic dependent launches: each one's weight loads
+  // start early, its x must still be the previous product's finished output), and the timed
+  // choice (gemv, skinny or cuBLASLt per shape) giving the same results.
+  if (!query_cuda_device(0).wgmma) GTEST_SKIP() << "no sm_90a device";
+  setenv("BLOCKFLASH_SKINNY", "always", 1);
+  setenv("BLOCKFLASH_SKINNY_CONFIG", "3", 1);
+  auto pinned = make_cuda_backend();
+  unsetenv("BLOCKFLASH_SKINNY");
+  unsetenv("BLOCKFLASH_SKINNY_CONFIG");
+  auto timed = make_cuda_backend();
+  const int m = 16, k = 2048;
+  Tensor x = rand_bf16({m, k}, rng_);
+  std::vector<Tensor> ws;
+  for (int i = 0; i < 3; ++i) ws.push_back(rand_bf16({k, k}, rng_, -0.05f, 0.05f));
+  Tensor want = host_copy(x);
+  for (const Tensor& w : ws) {
+    Tensor next = Tensor::empty({m, k});
+    cpu_->matmul(want, w, next);
+    for (int64_t i = 0; i < next.numel(); ++i) next.f32()[i] = round_bf16(next.f32()[i]);
+    want = next;
+  }
+  for (Backend* gpu : {pinned.get(), timed.get()}) {
+    std::vector<Tensor> dws;
+    for (const Tensor& w : ws) dws.push_back(gpu->upload(w));
+    for (int rep = 0; rep < 3; ++rep) {
+      Tensor cur = to_device(*gpu, x);
+      for (const Tensor& dw : dws) {
+        Tensor next = poisoned(*gpu, {m, k});
+        gpu->matmul(cur, dw, next);
+        cur = next;
+      }
+      EXPECT_TRUE(close(gpu->to_host(cur), want, 2e-2)) << "rep " << rep;
+    }
+  }
+}
+
 TEST_F(CudaOps, MatmulGemvChain) {
   // Back-to-back gemvs (each launched as a programmatic dependent of the one before: its w
   // loads start early, x must still be the previous kernel's finished output): y = x W1ᵀ,

@@ -131,6 +131,13 @@ struct Context {
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
   size_t workspace_size = size_t{32} << 20;
+  // The skinny tensor-core GEMM's split-K partial tiles and per-tile counters (zero between
+  // launches: each launch's last block of a tile re-arms its counter). Ops run in stream order,
+  // so one of each serves every backend of the process.
+  float* skinny_workspace = nullptr;
+  size_t skinny_workspace_size = size_t{16} << 20;
+  unsigned* skinny_counters = nullptr;
+  int64_t skinny_counter_count = int64_t{1} << 16;
   DeviceCaps caps;
   // Pinned staging ring for small host->device uploads (batch metadata, ids, positions):
   // copies from pageable memory would synchronise the stream and stop the host running ahead.
@@ -170,6 +177,9 @@ struct Context {
       BF_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
       BF_CUBLAS_CHECK(cublasLtCreate(&c->lt));
       BF_CUDA_CHECK(cudaMalloc(&c->workspace, c->workspace_size));
+      BF_CUDA_CHECK(cudaMalloc(&c->skinny_workspace, c->skinny_workspace_size));
+      BF_CUDA_CHECK(cudaMalloc(&c->skinny_counters, c->skinny_counter_count * sizeof(unsigned)));
+      BF_CUDA_CHECK(cudaMemset(c->skinny_counters, 0, c->skinny_counter_count * sizeof(unsigned)));
       BF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&c->ring), c->ring_size,
                                   cudaHostAllocDefault));
       c->caps = query_cuda_device(c->device);
@@ -283,6 +293,11 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_GEMV"))
       gemv_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
     if (const char* e = std::getenv("BLOCKFLASH_GEMV_CONFIG")) gemv_config_ = std::atoi(e);
+    // BLOCKFLASH_SKINNY=always|never pins the tensor-core skinny GEMM on (where it applies) or
+    // off, BLOCKFLASH_SKINNY_CONFIG=N its split configuration (tests, A/B runs).
+    if (const char* e = std::getenv("BLOCKFLASH_SKINNY"))
+      skinny_mode_ = std::string(e) == "always" ? 1 : std::string(e) == "never" ? -1 : 0;
+    if (const char* e = std::getenv("BLOCKFLASH_SKINNY_CONFIG")) skinny_config_ = std::atoi(e);
     // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops (conv1d, gates, delta rule,
     // gated norm) instead of the fused kernel, which is faster at every batch size measured
     // (kernels_gdn_fused.cu).
@@ -653,49 +668,97 @@ class CudaBackend final : public Backend {
                                      out.raw(), p->c, out.raw(), p->c, &p->algo, ctx_.workspace,
                                      ctx_.workspace_size, ctx_.stream));
     };
-    // Decode-sized GEMMs: the skinny kernel where it beats cuBLASLt (timed once per shape).
-    if (xdt == kDtBF16 && wdt == kDtBF16 &&
-        gemv_supported(m, k, x.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block))) {
-      auto run_gemv = [&](int config) {
-        launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, config, ctx_.stream);
-      };
+    // Decode- and verify-sized GEMMs: the gemv (m <= 8) or the tensor-core skinny kernel
+    // (m <= 32, Hopper) where one beats cuBLASLt, timed once per shape. The choice: a gemv
+    // configuration (>= 0), cuBLASLt (-1) or skinny configuration c (-2 - c).
+    const bool gemv_ok =
+        xdt == kDtBF16 && wdt == kDtBF16 &&
+        gemv_supported(m, k, x.raw(), w.raw(), static_cast<int>(ctx_.caps.smem_per_block));
+    // The skinny kernel only above the gemv's rows: at 1-8 rows the gemv's timed choice
+    // stays as it was (the batch-1 decode step).
+    const bool skinny_ok = skinny_mode_ >= 0 && ctx_.caps.wgmma && xdt == kDtBF16 &&
+                           wdt == kDtBF16 && (!gemv_ok || skinny_mode_ > 0) &&
+                           skinny_wgmma_supported(m, n, k, x.raw(), w.raw());
+    if (gemv_ok || skinny_ok) {
       const auto key = std::make_tuple(m, n, k, odt);
       auto it = gemv_choice_.find(key);
       BF_CHECK(it != gemv_choice_.end() || recording_ == nullptr, "matmul [", m, ", ", k,
                "]: first seen while recording a graph (the eager run should have timed it)");
-      if (it == gemv_choice_.end()) {
-        // The gemv configuration: pinned (BLOCKFLASH_GEMV_CONFIG) or the fastest of the
-        // useful ones; then gemv against cuBLASLt unless BLOCKFLASH_GEMV pins that too.
-        const bool pinned = gemv_config_ >= 0 && gemv_config_ < gemv_num_configs();
-        int best = -1;
-        float t_best = 0;
-        if (!pinned && gemv_mode_ >= 0) {
-          for (int c = 0; c < gemv_num_configs(); ++c) {
-            if (!gemv_config_useful(c, n, k) || (!gemv_deep_ && gemv_config_deep(c))) continue;
-            const float t = time_ms([&] { run_gemv(c); });
-            if (best < 0 || t < t_best) best = c, t_best = t;
-          }
-        }
-        if (best < 0) {
-          best = pinned ? gemv_config_ : 0;
-          if (gemv_mode_ == 0) t_best = time_ms([&] { run_gemv(best); });
-        }
-        int choice = gemv_mode_ > 0 ? best : -1;
-        if (gemv_mode_ == 0) {
-          const float t_lt = time_ms(run_lt);
-          if (t_best < t_lt) choice = best;
-          log_debug("matmul [", m, ", ", k, "] x [", n, ", ", k, "]^T: gemv (config ", best, ") ",
-                    t_best * 1e3, " us, cuBLASLt ", t_lt * 1e3, " us -> ",
-                    choice >= 0 ? "gemv" : "cuBLASLt");
-        }
-        it = gemv_choice_.emplace(key, choice).first;
-      }
+      if (it == gemv_choice_.end())
+        it = gemv_choice_.emplace(key, choose_skinny(x, w, out, gemv_ok, skinny_ok, run_lt)).first;
       if (it->second >= 0) {
-        run_gemv(it->second);
+        launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, it->second, ctx_.stream);
+        return;
+      }
+      if (it->second <= -2) {
+        run_skinny(x, w, out, -2 - it->second);
         return;
       }
     }
     run_lt();
+  }
+  void run_skinny(const Tensor& x, const Tensor& w, Tensor& out, int config) {
+    launch_skinny_wgmma(x.raw(), w.raw(), out.raw(), dt_of(out, "matmul", "out"), x.dim(0),
+                        w.dim(0), x.dim(1), config, ctx_.skinny_workspace, ctx_.skinny_counters,
+                        ctx_.stream);
+  }
+  // The fastest of the gemv's useful configurations (m <= 8), the skinny kernel's (m <= 32 on
+  // Hopper) and cuBLASLt, each timed on this shape; BLOCKFLASH_GEMV / BLOCKFLASH_GEMV_CONFIG
+  // and BLOCKFLASH_SKINNY / BLOCKFLASH_SKINNY_CONFIG pin the choice (tests, A/B runs).
+  template <typename RunLt>
+  int choose_skinny(const Tensor& x, const Tensor& w, Tensor& out, bool gemv_ok, bool skinny_ok,
+                    RunLt& run_lt) {
+    const int64_t m = x.dim(0), n = w.dim(0), k = x.dim(1);
+    const int odt = dt_of(out, "matmul", "out");
+    auto run_gemv = [&](int config) {
+      launch_gemv(x.raw(), w.raw(), out.raw(), odt, m, n, k, config, ctx_.stream);
+    };
+    auto skinny_useful = [&](int c) {
+      return skinny_wgmma_config_useful(c, m, n, k, ctx_.skinny_workspace_size,
+                                        ctx_.skinny_counter_count);
+    };
+    if (skinny_ok && skinny_mode_ > 0) {  // pinned on
+      const int c = skinny_useful(skinny_config_) ? skinny_config_ : 0;
+      return -2 - c;
+    }
+    int choice = -1;
+    float t_choice = -1.0f;
+    if (gemv_ok) {
+      // The gemv configuration: pinned (BLOCKFLASH_GEMV_CONFIG) or the fastest useful one;
+      // then gemv against cuBLASLt unless BLOCKFLASH_GEMV pins that too.
+      const bool pinned = gemv_config_ >= 0 && gemv_config_ < gemv_num_configs();
+      int best = -1;
+      float t_best = 0;
+      if (!pinned && gemv_mode_ >= 0) {
+        for (int c = 0; c < gemv_num_configs(); ++c) {
+          if (!gemv_config_useful(c, n, k) || (!gemv_deep_ && gemv_config_deep(c))) continue;
+          const float t = time_ms([&] { run_gemv(c); });
+          if (best < 0 || t < t_best) best = c, t_best = t;
+        }
+      }
+      if (best < 0) {
+        best = pinned ? gemv_config_ : 0;
+        if (gemv_mode_ == 0) t_best = time_ms([&] { run_gemv(best); });
+      }
+      if (gemv_mode_ > 0) return best;
+      if (gemv_mode_ == 0) choice = best, t_choice = t_best;
+    }
+    // Against the skinny kernel both are timed with w cold (see time_ms).
+    const float t_lt = time_ms(run_lt, /*cold=*/skinny_ok);
+    if (choice < 0 || t_lt <= t_choice) choice = -1, t_choice = t_lt;
+    if (skinny_ok) {
+      for (int c = 0; c < skinny_wgmma_num_configs(); ++c) {
+        if (!skinny_useful(c)) continue;
+        const float t = time_ms([&] { run_skinny(x, w, out, c); }, /*cold=*/true);
+        if (t < t_choice) choice = -2 - c, t_choice = t;
+      }
+    }
+    log_debug("matmul [", m, ", ", k, "] x [", n, ", ", k, "]^T: cuBLASLt ", t_lt * 1e3,
+              " us; fastest: ",
+              choice >= 0 ? "gemv" : choice == -1 ? "cuBLASLt" : "skinny wgmma",
+              " (", choice >= 0 ? choice : choice == -1 ? 0 : -2 - choice, ") ", t_choice * 1e3,
+              " us");
+    return choice;
   }
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override { gemm(x, w, out); }
   // Decode-sized: the gemv reads gate|up and applies silu(gate) ⊙ up itself, with the
@@ -722,13 +785,17 @@ class CudaBackend final : public Backend {
   }
 
   // Median of 5 timed runs (after one warm-up), in ms, with events on the stream.
-  float time_ms(const std::function<void()>& fn) {
+  // cold: before each timed run, 64 MB of scratch is pulled into L2, so the weights come from
+  // DRAM as in a forward pass (a repeated launch finds a matrix of up to ~50 MB in L2, which
+  // favours kernels with few bytes in flight).
+  float time_ms(const std::function<void()>& fn, bool cold = false) {
     cudaEvent_t e0, e1;
     BF_CUDA_CHECK(cudaEventCreate(&e0));
     BF_CUDA_CHECK(cudaEventCreate(&e1));
     fn();
     std::vector<float> times;
     for (int i = 0; i < 5; ++i) {
+      if (cold) evict_l2();
       BF_CUDA_CHECK(cudaEventRecord(e0, ctx_.stream));
       fn();
       BF_CUDA_CHECK(cudaEventRecord(e1, ctx_.stream));
@@ -741,6 +808,27 @@ class CudaBackend final : public Backend {
     cudaEventDestroy(e1);
     std::sort(times.begin(), times.end());
     return times[2];
+  }
+
+  void evict_l2() {
+    // Taken at the first cold timing (after the KV cache is sized); where the device has no
+    // 64 MB left, the timing runs warm rather than failing the forward pass.
+    constexpr int64_t kBytes = int64_t{64} << 20;
+    static void* scratch = [] {
+      void* p = nullptr;
+      if (cudaMalloc(&p, kBytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        log_warn("cuda: no 64 MB for the L2 eviction of GEMM timings; timing with warm L2");
+        return static_cast<void*>(nullptr);
+      }
+      return p;
+    }();
+    if (scratch == nullptr) return;
+    L2PrefetchRanges r{};
+    r.ptr[0] = scratch;
+    r.bytes[0] = kBytes;
+    r.count = 1;
+    launch_l2_prefetch(r, ctx_.stream);
   }
 
   void check_norm(const Tensor& x, const Tensor& w, const Tensor& out, const char* op) {
@@ -1664,6 +1752,8 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> gemv_choice_;
   int gemv_config_ = -1;  // BLOCKFLASH_GEMV_CONFIG=N pins the gemv configuration (tests)
   int gemv_mode_ = 0;  // 1 always, -1 never, 0 timed
+  int skinny_mode_ = 0;    // BLOCKFLASH_SKINNY: 1 always, -1 never, 0 timed
+  int skinny_config_ = 0;  // BLOCKFLASH_SKINNY_CONFIG (with always)
   bool gdn_fused_ = true;  // BLOCKFLASH_GDN_FUSED=0: decode GDN layers as four ops
   Tensor gdn_counters_;  // gated_deltanet_decode's counters (zero between launches)
   static constexpr int64_t kGdnCounters = 16384;

@@ -214,6 +214,20 @@ bool gemv_config_deep(int config);  // twice the loads in flight per lane
 // gated: x is [m, 2k] (gate | up) and the product is with silu(gate) ⊙ up (bf16-rounded).
 void launch_gemv(const void* x, const void* w, void* out, int out_dt, int64_t m, int64_t n,
                  int64_t k, int config, cudaStream_t s, bool gated = false);
+// Skinny bf16 GEMM on Hopper tensor cores for 1..kSkinnyMaxRows rows (kernels_skinny.cu,
+// sm_90a only: callers check DeviceCaps::wgmma); x and w 16-byte aligned, k % 8 == 0. `config`
+// picks the split of k (0: none; every useful one gives the op's result, the backend keeps
+// the fastest per shape). A split configuration needs skinny_wgmma_workspace_bytes of
+// f32 workspace and one zeroed counter per 64 rows of w (re-armed by the kernel).
+constexpr int64_t kSkinnyMaxRows = 32;
+bool skinny_wgmma_supported(int64_t m, int64_t n, int64_t k, const void* x, const void* w);
+int skinny_wgmma_num_configs();
+bool skinny_wgmma_config_useful(int config, int64_t m, int64_t n, int64_t k,
+                                size_t workspace_bytes, int64_t counters);
+size_t skinny_wgmma_workspace_bytes(int config, int64_t m, int64_t n, int64_t k);
+void launch_skinny_wgmma(const void* x, const void* w, void* out, int out_dt, int64_t m,
+                         int64_t n, int64_t k, int config, float* workspace, unsigned* counters,
+                         cudaStream_t s);
 // Portable SIMT kernel (any sm): warps over keys, online softmax, optional split-KV.
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
 

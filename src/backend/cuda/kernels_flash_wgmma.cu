@@ -43,16 +43,6 @@ static_assert(kFlashWgmmaRows == kRows, "the host builds items of this many quer
   return static_cast<uint32_t>((c / 8) * rows * 128 + r * 128 + (((c % 8) ^ (r % 8)) * 16));
 }
 
-// Keeps the compiler from moving reads or writes of wgmma accumulators across the async
-// region (their values are only defined after wgmma.wait_group).
-template <int N>
-__device__ __forceinline__ void fence_operands(float (&d)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
-}
-
 __global__ void __launch_bounds__(kThreads, 1)
     flash_wgmma_kernel(AttnArgs a, DeviceBatch b, const int2* items) {
 #if BF_WGMMA
@@ -134,7 +124,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float s[kBN / 8][4];
 #pragma unroll
     for (int i = 0; i < kBN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-    fence_operands(s);
+    wgmma::fence_operands(s);
     wgmma::fence();
 #pragma unroll
     for (int k = 0; k < kD / 16; ++k) {
@@ -145,7 +135,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     wgmma::commit();
     wgmma::wait<0>();
-    fence_operands(s);
+    wgmma::fence_operands(s);
 
     // Mask and online softmax (rows row_lo: elements 0, 1; row_lo + 8: 2, 3); P as the A
     // operand per 16 keys (mma.sync's A layout per warp, which wgmma's register A shares).
@@ -156,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // O += P V: V N-major (head_dim contiguous), k-steps of 16 keys = 2 KB; the 64-column
     // atoms of head_dim are 64 keys x 128 bytes apart (leading offset), 8-key row groups 1 KB
     // (stride offset).
-    fence_operands(o);
+    wgmma::fence_operands(o);
     wgmma::fence();
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
@@ -165,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     wgmma::commit();
     wgmma::wait<0>();
-    fence_operands(o);
+    wgmma::fence_operands(o);
   }
 
   store_rows<kD>(static_cast<__nv_bfloat16*>(a.out), seq.query_start + q0, a.hq, h, row_lo,

@@ -35,6 +35,30 @@ __device__ __forceinline__ void mma_m64n64k16_ss(
         "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
+__device__ __forceinline__ void mma_m64n16k16_ss(
+    float (&d)[2][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  BF_WGMMA_ASM(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7"
+      "}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+__device__ __forceinline__ void mma_m64n32k16_ss(
+    float (&d)[4][4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  BF_WGMMA_ASM(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+      "}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
 __device__ __forceinline__ void mma_m64n256k16_rs_tnsp(
     float (&d)[32][4], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
   BF_WGMMA_ASM(
@@ -94,6 +118,15 @@ __device__ __forceinline__ void commit() {
 template <int N>
 __device__ __forceinline__ void wait() {
   BF_WGMMA_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving reads or writes of wgmma accumulators across the async
+// region (their values are only defined after wgmma.wait_group).
+template <int N>
+__device__ __forceinline__ void fence_operands(float (&d)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
 }
 // Generic-proxy shared-memory writes (st.shared, cp.async) made visible to wgmma's async proxy.
 __device__ __forceinline__ void fence_proxy_async() {
