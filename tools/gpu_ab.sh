@@ -9,6 +9,9 @@
 #           "base=.gpu-base;new=.gpu-new;new-nospread=.gpu-new:BLOCKFLASH_SPREAD=0"
 #   MODELS  configs (default bench/configs/qwen3.5-35b-a3b.json)
 #   BATCHES (default "1 2"), ROUNDS (default 3), BENCH (default bench_cuda, in each bundle's bin/)
+#   MODE    graph (default: decode-step graph ms) or spec: the DFlash verify step's ms from
+#           `blockflash bench spec` (each bundle's bin/blockflash, dummy weights, context 1024)
+#           with the drafter config DRAFT (default bench/configs/qwen3.5-27b-dflash.json)
 # Logs in $OUT (default /tmp/gpu_ab).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_ab}
@@ -63,6 +66,17 @@ for round in $(seq 1 "$ROUNDS"); do
       [[ "$spec" == *:* ]] && split_assignments "${spec#*:}"
       bin=${unpacked[$dir]}
       log="$OUT/${name}_$(basename "$model" .json)_r$round.log"
+      if [ "${MODE:-graph}" = spec ]; then
+        env LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" "${envs[@]}" \
+          timeout 180 "$bin/bin/blockflash" bench spec --device cuda --load-format dummy \
+          --model "$model" --draft "${DRAFT:-bench/configs/qwen3.5-27b-dflash.json}" \
+          --batch-sizes "${BATCHES// /,}" --context-len 1024 --iters 8 --warmup 2 > "$log" 2>&1
+        # Rows: "     1     18.627      2.581     24.353 ..." (batch, decode, draft, verify ms)
+        awk -v a="$name" -v m="$(basename "$model" .json)" -v r="$round" \
+          '/^ +[0-9]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ / { print a "\t" m "\t" $1 "\t" r "\t" $4 }' \
+          "$log" >> "$results"
+        continue
+      fi
       env LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" BENCH_SKIP_PREFILL=1 \
         "${envs[@]}" timeout 180 "$bin/bin/$BENCH" model "$model" $BATCHES > "$log" 2>&1
       # Rows: "| decode B=1 graph | 1 | 2.44 | ..."
@@ -74,7 +88,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # The table: one row per (model, arm), one column per batch, the rounds' ms in order.
-python3 - "$results" <<'EOF'
+python3 - "$results" "${MODE:-graph}" <<'EOF'
 import collections, sys
 rows = collections.OrderedDict()
 batches = []
@@ -84,7 +98,8 @@ for line in open(sys.argv[1]):
     if int(batch) not in batches:
         batches.append(int(batch))
 batches.sort()
-print("| model | arm | " + " | ".join(f"B={b} graph ms" for b in batches) + " |")
+unit = "verify ms" if len(sys.argv) > 2 and sys.argv[2] == "spec" else "graph ms"
+print("| model | arm | " + " | ".join(f"B={b} {unit}" for b in batches) + " |")
 print("|---|---|" + "---|" * len(batches))
 for (model, arm), per in rows.items():
     print(f"| {model} | {arm} | " + " | ".join(" / ".join(per.get(b, ["-"])) for b in batches) + " |")

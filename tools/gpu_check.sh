@@ -125,7 +125,10 @@ if has sanitize; then
     --gtest_filter="CudaOps.*:$small_sample:Goldens/CudaGraphs.*/dense_flat_bf16:-CudaOps.PagedAttentionDecodeLongContextSplitKv:CudaOps.MatmulSkinnyGemvEveryConfig" \
     --gtest_color=no > "$OUT/memcheck.log" 2>&1
   note "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) $(grep -E '^\[  (PASSED|FAILED)' "$OUT/memcheck.log" | tr '\n' ' ')"
-  timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 $G/bin/test_cuda \
+  # cuBLASLt's own kernels (nvjet_*, run by the skinny GEMM test's timed choice) synchronise
+  # through mbarriers that racecheck does not model and report hazards inside themselves; they
+  # are not ours to fix, so racecheck skips them and checks every kernel of this project.
+  timeout 150 compute-sanitizer --tool racecheck --kernel-name-exclude kns=nvjet --error-exitcode 9 $G/bin/test_cuda \
     --gtest_filter='CudaOps.Norms:CudaOps.CausalConv1dAndGates:CudaOps.MoeExperts:CudaOps.MoeBlockDecode*:CudaOps.PagedAttentionVerifyNonCausalWindow:CudaOps.PagedAttentionPrefillWithContext:CudaOps.PagedAttentionFlashTiles:CudaOps.GatedDeltaRule*:CudaOps.GatedDeltaNetDecodeFused:CudaOps.MatmulSkinnyGemv:CudaOps.MatmulSkinnyWgmma*:CudaOps.PrepareAttentionInputs' \
     --gtest_color=no > "$OUT/racecheck.log" 2>&1
   note "racecheck rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | tail -1)"

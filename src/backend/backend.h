@@ -245,6 +245,10 @@ class Backend {
   // out[r, :] = x[r, begin : begin + out.dim(1)]. x: [rows, cols]; out: [rows, n].
   // Used to split packed projections (q|k|v after the conv, q|gate per head).
   virtual void slice_columns(const Tensor& x, int64_t begin, Tensor& out);
+  // Consecutive column ranges of x, from column 0: parts[i] = x[:, o_i : o_i + parts[i].dim(1)]
+  // with o_0 = 0, o_{i+1} = o_i + parts[i].dim(1) (a packed projection's q|k|v|z|...), one
+  // launch on a device backend. The default calls slice_columns per part.
+  virtual void split_columns(const Tensor& x, std::vector<Tensor>& parts);
   // x[r, :] *= sigmoid(gate[r]). x: [rows, n]; gate: [rows, 1] (the MoE shared-expert gate).
   virtual void sigmoid_scale_rows(Tensor& x, const Tensor& gate);
   // out = silu(gate_up[:, :n]) ⊙ gate_up[:, n:], gate_up: [T, 2n] (the fused gate|up

@@ -22,6 +22,14 @@ void Backend::slice_columns(const Tensor& x, int64_t begin, Tensor& out) {
     std::memcpy(out.f32() + r * width, x.f32() + r * cols + begin, width * sizeof(float));
 }
 
+void Backend::split_columns(const Tensor& x, std::vector<Tensor>& parts) {
+  int64_t begin = 0;
+  for (Tensor& part : parts) {
+    slice_columns(x, begin, part);
+    begin += part.dim(1);
+  }
+}
+
 void Backend::copy_from_host(Tensor& dst, const void* src, DType src_dtype) {
   BF_CHECK(dst.device() == Device::kCPU,
            "copy_from_host: host tensors only in the default implementation");

@@ -20,6 +20,26 @@ Tensor take_columns(Backend& be, const Tensor& x, int64_t begin, int64_t width) 
   return out;
 }
 
+std::vector<Tensor> split_columns(Backend& be, const Tensor& x,
+                                  const std::vector<int64_t>& widths) {
+  std::vector<Tensor> parts;
+  int64_t total = 0;
+  for (int64_t w : widths) total += w;
+  BF_CHECK(x.rank() == 2 && total <= x.dim(1), "split_columns: cannot take ", total,
+           " columns of ", shape_string(x.shape()));
+  if (x.dim(0) == 1) {
+    int64_t begin = 0;
+    for (int64_t w : widths) {
+      parts.push_back(take_columns(be, x, begin, w));
+      begin += w;
+    }
+    return parts;
+  }
+  for (int64_t w : widths) parts.push_back(be.empty({x.dim(0), w}, x.dtype()));
+  be.split_columns(x, parts);
+  return parts;
+}
+
 void hint_weights_after_projection(Backend& be, const Tensor& out_proj,
                                    const std::vector<Tensor>& next, int64_t tokens) {
   std::vector<Tensor> ahead{out_proj};

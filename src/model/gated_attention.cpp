@@ -30,9 +30,10 @@ void GatedAttention::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   be.matmul(x, qkv_proj, projected);
   // Norms, RoPE and attention over the cache move little weight data: bring o_proj in.
   hint_weights_after_projection(be, o_proj, prefetch_next, T);
-  Tensor q_and_gate = take_columns(be, projected, 0, q_width).reshape({T * hq, 2 * hd});
-  Tensor k_raw = take_columns(be, projected, q_width, kv_width).reshape({T * hkv, hd});
-  Tensor v = take_columns(be, projected, q_width + kv_width, kv_width).reshape({T, hkv, hd});
+  std::vector<Tensor> parts = split_columns(be, projected, {q_width, kv_width, kv_width});
+  Tensor q_and_gate = parts[0].reshape({T * hq, 2 * hd});
+  Tensor k_raw = parts[1].reshape({T * hkv, hd});
+  Tensor v = parts[2].reshape({T, hkv, hd});
 
   // q/k norms, partial RoPE, and the K/V cache write in one op.
   Tensor q = be.empty({T, hq, hd});

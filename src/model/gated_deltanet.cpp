@@ -46,17 +46,14 @@ void GatedDeltaNet::forward(Backend& be, const ModelConfig& c, const Tensor& x,
     be.matmul(fused, out_proj, out);
     return;
   }
-  Tensor mixed_qkv = take_columns(be, projected, 0, conv_dim);
-  Tensor z = take_columns(be, projected, conv_dim, value_dim);
-  Tensor b = take_columns(be, projected, conv_dim + value_dim, hv);
-  Tensor a = take_columns(be, projected, conv_dim + value_dim + hv, hv);
+  std::vector<Tensor> in_parts = split_columns(be, projected, {conv_dim, value_dim, hv, hv});
+  Tensor mixed_qkv = in_parts[0], z = in_parts[1], b = in_parts[2], a = in_parts[3];
 
   Tensor conv_out = be.empty({T, conv_dim});
   be.causal_conv1d(mixed_qkv, conv1d, batch, state.conv, conv_out);
 
-  Tensor q = take_columns(be, conv_out, 0, key_dim);
-  Tensor k = take_columns(be, conv_out, key_dim, key_dim);
-  Tensor v = take_columns(be, conv_out, 2 * key_dim, value_dim);
+  std::vector<Tensor> qkv = split_columns(be, conv_out, {key_dim, key_dim, value_dim});
+  Tensor q = qkv[0], k = qkv[1], v = qkv[2];
 
   // The gates stay f32 on every backend: the decay g compounds over the whole sequence.
   Tensor g = be.empty({T, hv}, DType::kF32), beta = be.empty({T, hv}, DType::kF32);

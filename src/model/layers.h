@@ -16,6 +16,10 @@ namespace bf {
 // contiguous, so for T == 1 (a decode step) this is a view into x when its start stays 16-byte
 // aligned (the kernels' vector width); otherwise a copy made with slice_columns.
 Tensor take_columns(Backend& be, const Tensor& x, int64_t begin, int64_t width);
+// Consecutive column ranges of x [T, n] from column 0, of the given widths: take_columns for a
+// decode row (views), else one Backend::split_columns (one launch on a device instead of one
+// per part).
+std::vector<Tensor> split_columns(Backend& be, const Tensor& x, const std::vector<int64_t>& widths);
 
 // Called by a mixer once its input projection is launched: hints its output projection, then
 // `next` (the MLP's always-read weights), to be read after the latency-bound ops in between

@@ -58,6 +58,23 @@ TEST(CpuDense, MatmulIsXTimesWTransposed) {
   EXPECT_THROW(be->matmul(x, w, wrong), Error);
 }
 
+TEST(CpuDense, SplitColumnsTakesConsecutiveRanges) {
+  std::mt19937 rng(3);
+  auto be = make_cpu_backend();
+  Tensor x = random_tensor({5, 23}, rng);
+  std::vector<Tensor> parts = {be->empty({5, 4}), be->empty({5, 9}), be->empty({5, 6})};
+  be->split_columns(x, parts);
+  int64_t begin = 0;
+  for (const Tensor& part : parts) {
+    for (int r = 0; r < 5; ++r)
+      for (int c = 0; c < part.dim(1); ++c)
+        EXPECT_EQ(part.f32()[r * part.dim(1) + c], x.f32()[r * 23 + begin + c]);
+    begin += part.dim(1);
+  }
+  std::vector<Tensor> too_wide = {be->empty({5, 20}), be->empty({5, 4})};
+  EXPECT_THROW(be->split_columns(x, too_wide), Error);
+}
+
 TEST(CpuDense, RmsNormBothForms) {
   std::mt19937 rng(3);
   auto be = make_cpu_backend();

@@ -282,6 +282,23 @@ TEST_F(CudaOps, RopeAndElementwise) {
   Tensor gsl = poisoned(*gpu_, {31, 20});
   gpu_->slice_columns(to_device(*gpu_, a), 13, gsl);
   EXPECT_TRUE(close(host(gsl), sl, 1e-6));
+  // Three consecutive column ranges in one launch (widths 7, 30, 11 of 65), each against the
+  // CPU's slice at its offset.
+  std::vector<Tensor> want_parts, got_parts;
+  for (int64_t w : {7, 30, 11}) {
+    want_parts.push_back(Tensor::empty({31, w}));
+    got_parts.push_back(poisoned(*gpu_, {31, w}));
+  }
+  cpu_->split_columns(a, want_parts);
+  gpu_->split_columns(to_device(*gpu_, a), got_parts);
+  int64_t part_begin = 0;
+  for (size_t i = 0; i < got_parts.size(); ++i) {
+    Tensor ref = Tensor::empty({31, want_parts[i].dim(1)});
+    cpu_->slice_columns(a, part_begin, ref);
+    part_begin += ref.dim(1);
+    EXPECT_TRUE(close(want_parts[i], ref, 0.0)) << "part " << i;
+    EXPECT_TRUE(close(host(got_parts[i]), ref, 1e-6)) << "part " << i;
+  }
   Tensor gate = rand_bf16({31, 1}, rng_, -3, 3), sc = host_copy(a);
   cpu_->sigmoid_scale_rows(sc, gate);
   Tensor gsc = to_device(*gpu_, a);

@@ -282,6 +282,13 @@ class CudaBackend final : public Backend {
     // BLOCKFLASH_GEMV=always|never pins the decode GEMM choice (tests); default: timed per shape.
     // BLOCKFLASH_FLASH_TILE=64|128 pins flash-mma's query tile (tests, benchmarks).
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_tile_ = std::atoi(e);
+    // BLOCKFLASH_FLASH_MIN_QUERY_LEN=N: sequences with at least N queries go to the flash
+    // (tensor-core) kernels, shorter ones to the split-KV simt kernel (A/B runs, tests).
+    if (const char* e = std::getenv("BLOCKFLASH_FLASH_MIN_QUERY_LEN")) {
+      flash_min_query_len_ = std::atoi(e);
+      BF_CHECK(flash_min_query_len_ >= 2, "BLOCKFLASH_FLASH_MIN_QUERY_LEN must be at least 2, got '",
+               e, "'");
+    }
     // BLOCKFLASH_DECODE_SPLIT_LEN=16|32|64 pins the shortest key split of decode attention
     // (default: decode_min_split_len's choice by grid size; A/B runs, tests).
     if (const char* e = std::getenv("BLOCKFLASH_DECODE_SPLIT_LEN")) {
@@ -920,6 +927,26 @@ class CudaBackend final : public Backend {
     launch_slice_columns(x.raw(), xdt, x.dim(0), x.dim(1), begin, out.dim(1), out.raw(), odt,
                          ctx_.stream);
   }
+  void split_columns(const Tensor& x, std::vector<Tensor>& parts) override {
+    if (parts.size() > static_cast<size_t>(kMaxColumnParts)) return Backend::split_columns(x, parts);
+    const int xdt = dt_of(x, "split_columns", "x");
+    BF_CHECK(x.rank() == 2, "split_columns: x must be [rows, cols], got ", shape_string(x.shape()));
+    ColumnParts cp;
+    int odt = -1;
+    for (Tensor& part : parts) {
+      const int pdt = dt_of(part, "split_columns", "part");
+      const int64_t begin = cp.begin[cp.count];
+      BF_CHECK(part.rank() == 2 && part.dim(0) == x.dim(0) && begin + part.dim(1) <= x.dim(1) &&
+                   (odt < 0 || pdt == odt),
+               "split_columns: cannot take ", shape_string(part.shape()), " at column ", begin,
+               " of ", shape_string(x.shape()), odt >= 0 && pdt != odt ? " (mixed dtypes)" : "");
+      odt = pdt;
+      cp.out[cp.count] = part.raw();
+      cp.begin[cp.count + 1] = begin + part.dim(1);
+      ++cp.count;
+    }
+    launch_split_columns(x.raw(), xdt, x.dim(0), x.dim(1), cp, odt, ctx_.stream);
+  }
   void sigmoid_scale_rows(Tensor& x, const Tensor& gate) override {
     const int xdt = dt_of(x, "sigmoid_scale_rows", "x");
     const int gdt = dt_of(gate, "sigmoid_scale_rows", "gate");
@@ -1313,7 +1340,7 @@ class CudaBackend final : public Backend {
     if (gate_rows != nullptr) {
       if (flash)
         for (const BatchSequence& seq : batch.seqs)
-          if (seq.query_len >= kFlashMinQueryLen) return false;
+          if (seq.query_len >= flash_min_query_len_) return false;
       a.gate = static_cast<const char*>(gate_rows->raw()) +
                gate_begin * static_cast<int64_t>(dtype_size(gate_rows->dtype()));
       a.gate_stride = gate_rows->dim(1);
@@ -1328,7 +1355,7 @@ class CudaBackend final : public Backend {
       simt_rows = 0;
       for (size_t s = 0; s < batch.seqs.size(); ++s) {
         const BatchSequence& seq = batch.seqs[s];
-        if (seq.query_len >= kFlashMinQueryLen) {
+        if (seq.query_len >= flash_min_query_len_) {
           // Last tiles first: under a causal mask they see the most keys (shorter tail).
           for (int32_t q0 = (seq.query_len - 1) / tile * tile; q0 >= 0; q0 -= tile) {
             items.push_back(static_cast<int32_t>(s));
@@ -1345,7 +1372,7 @@ class CudaBackend final : public Backend {
         launch_attention_flash_wgmma(a, d, d_items_ptr, num_items, ctx_.stream);
       else
         launch_attention_flash_mma(a, d, d_items_ptr, num_items, tile, ctx_.stream);
-      a.simt_skip_query_len = kFlashMinQueryLen;
+      a.simt_skip_query_len = flash_min_query_len_;
       if (simt_rows == 0) return true;
     }
     // Split the keys when the grid would be too small to fill the GPU (long-context decode).
@@ -1778,6 +1805,7 @@ class CudaBackend final : public Backend {
   bool gemv_deep_ = false;   // deep configurations among those timed
   bool gemv_gated_ = false;  // swiglu_matmul folds the activation into the gemv
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
+  int flash_min_query_len_ = kFlashMinQueryLen;  // BLOCKFLASH_FLASH_MIN_QUERY_LEN
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

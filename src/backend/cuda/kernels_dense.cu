@@ -172,6 +172,16 @@ __global__ void slice_columns_kernel(const void* x, int x_dt, int64_t cols, int6
     st(out, out_dt, r * width + i, ld(x, x_dt, r * cols + begin + i));
 }
 
+__global__ void split_columns_kernel(const void* x, int x_dt, int64_t cols, ColumnParts parts,
+                                     int out_dt) {
+  pdl_wait();
+  const int64_t r = blockIdx.x;
+  const int part = blockIdx.y;
+  const int64_t begin = parts.begin[part], width = parts.begin[part + 1] - begin;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
+    st(parts.out[part], out_dt, r * width + i, ld(x, x_dt, r * cols + begin + i));
+}
+
 __global__ void sigmoid_scale_rows_kernel(void* x, int x_dt, int64_t cols, const void* gate,
                                           int gate_dt) {
   pdl_wait();
@@ -260,6 +270,17 @@ void launch_slice_columns(const void* x, int x_dt, int64_t rows, int64_t cols, i
   if (rows == 0 || width == 0) return;
   launch_pdl(slice_columns_kernel, rows, row_threads(width), 0, s, x, x_dt, cols, begin, width, out,
              out_dt);
+  BF_CUDA_LAUNCH_CHECK();
+}
+
+void launch_split_columns(const void* x, int x_dt, int64_t rows, int64_t cols,
+                          const ColumnParts& parts, int out_dt, cudaStream_t s) {
+  if (rows == 0 || parts.count == 0) return;
+  int64_t widest = 0;
+  for (int i = 0; i < parts.count; ++i)
+    widest = std::max(widest, parts.begin[i + 1] - parts.begin[i]);
+  launch_pdl(split_columns_kernel, dim3(static_cast<unsigned>(rows), parts.count),
+             row_threads(widest), 0, s, x, x_dt, cols, parts, out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 
