@@ -707,6 +707,21 @@ TEST_F(CudaOps, PagedAttentionFlashTiles) {
   }
 }
 
+TEST_F(CudaOps, PagedAttentionFlashKeySplits) {
+  // flash-wgmma's key splits pinned: 1 (each item walks all its keys; the default splits the
+  // small grids of the cases above), 3 and 7 (ranges that end inside a causal block, ranges
+  // no row of a short sequence reaches), with simt split-KV rows in the same batches.
+  for (const char* splits : {"1", "3", "7"}) {
+    SCOPED_TRACE(std::string("BLOCKFLASH_FLASH_SPLITS=") + splits);
+    setenv("BLOCKFLASH_FLASH_SPLITS", splits, 1);
+    std::unique_ptr<Backend> gpu = make_cuda_backend();
+    unsetenv("BLOCKFLASH_FLASH_SPLITS");
+    verify_window_cases(*cpu_, *gpu, rng_);
+    attention_case(*cpu_, *gpu, rng_, {12, 2, 256, {{200, 0, 0}, {17, 3, 1}}});
+    attention_case(*cpu_, *gpu, rng_, {24, 4, 256, {{16, 1040, 0}, {16, 90, 1}, {1, 3000, 2}}});
+  }
+}
+
 TEST_F(CudaOps, MoeExperts) {
   // Few tokens: the GEMV path; 64 or more: the grouped (sorted rows, per-expert GEMM) path.
   for (auto [T, E, k, H, I] : {std::tuple{5, 8, 2, 64, 32}, {40, 16, 4, 128, 96},

@@ -284,6 +284,11 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_tile_ = std::atoi(e);
     // BLOCKFLASH_FLASH_MIN_QUERY_LEN=N: sequences with at least N queries go to the flash
     // (tensor-core) kernels, shorter ones to the split-KV simt kernel (A/B runs, tests).
+    if (const char* e = std::getenv("BLOCKFLASH_FLASH_SPLITS")) {
+      flash_splits_ = std::atoi(e);
+      BF_CHECK(flash_splits_ >= 1 && flash_splits_ <= kDecodeMaxSplits,
+               "BLOCKFLASH_FLASH_SPLITS must be in [1, ", kDecodeMaxSplits, "], got '", e, "'");
+    }
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_MIN_QUERY_LEN")) {
       flash_min_query_len_ = std::atoi(e);
       BF_CHECK(flash_min_query_len_ >= 2, "BLOCKFLASH_FLASH_MIN_QUERY_LEN must be at least 2, got '",
@@ -1368,12 +1373,24 @@ class CudaBackend final : public Backend {
       Tensor d_items = upload_i32(items);
       const auto* d_items_ptr = reinterpret_cast<const int2*>(d_items.raw());
       const int num_items = static_cast<int>(items.size() / 2);
-      if (wgmma)
-        launch_attention_flash_wgmma(a, d, d_items_ptr, num_items, ctx_.stream);
-      else
-        launch_attention_flash_mma(a, d, d_items_ptr, num_items, tile, ctx_.stream);
       a.simt_skip_query_len = flash_min_query_len_;
-      if (simt_rows == 0) return true;
+      Tensor flash_partial_o, flash_partial_ml;
+      if (wgmma) {
+        choose_flash_splits(batch, num_items * hq, a);
+        if (a.flash_splits > 1) {
+          flash_partial_o = alloc({a.flash_splits, T, hq, hd}, DType::kF32);
+          flash_partial_ml = alloc({a.flash_splits, T, hq, 2}, DType::kF32);
+          a.flash_partial_o = flash_partial_o.f32();
+          a.flash_partial_ml = flash_partial_ml.f32();
+        }
+        launch_attention_flash_wgmma(a, d, d_items_ptr, num_items, ctx_.stream);
+      } else {
+        launch_attention_flash_mma(a, d, d_items_ptr, num_items, tile, ctx_.stream);
+      }
+      if (simt_rows == 0) {
+        if (a.flash_splits > 1) launch_attention_combine(a, d, ctx_.stream);
+        return true;
+      }
     }
     // Split the keys when the grid would be too small to fill the GPU (long-context decode).
     const int64_t work = simt_rows * hkv * ((hq / hkv + 7) / 8);  // blocks before splitting
@@ -1403,6 +1420,35 @@ class CudaBackend final : public Backend {
     }
     launch_attention_simt(a, d, ctx_.stream);
     return true;
+  }
+
+  // flash-wgmma's key splits: a verify block (16 queries) of one sequence is one 128-row item
+  // per head, 24 blocks at the 27B's shape, each walking the whole context alone (~53 us at
+  // 1k keys on an H100, bench/NOTES.md). When items x heads leave SMs idle, split the keys so
+  // the grid about fills the GPU, in ranges of whole 64-key tiles (at least two per range).
+  // BLOCKFLASH_FLASH_SPLITS=N pins the count (1: never split; tests, A/B runs).
+  void choose_flash_splits(const ForwardBatch& batch, int64_t blocks, AttnArgs& a) const {
+    constexpr int kTile = 64, kMinTilesPerSplit = 2;
+    int max_kv = 0;
+    for (const BatchSequence& seq : batch.seqs)
+      if (seq.query_len >= flash_min_query_len_)
+        max_kv = std::max(max_kv, seq.num_computed + seq.query_len);
+    const int tiles = (max_kv + kTile - 1) / kTile;
+    int splits = 1;
+    if (flash_splits_ > 0) {
+      splits = flash_splits_;
+    } else if (blocks > 0 && blocks < ctx_.caps.num_sms) {
+      splits = static_cast<int>((ctx_.caps.num_sms + blocks - 1) / blocks);
+      splits = std::min(splits, tiles / kMinTilesPerSplit);
+    }
+    splits = std::clamp(std::min(splits, tiles), 1, kDecodeMaxSplits);
+    const int tiles_per_split = (tiles + splits - 1) / std::max(splits, 1);
+    a.flash_split_len = tiles_per_split * kTile;
+    a.flash_splits = a.flash_split_len > 0 ? (max_kv + a.flash_split_len - 1) / a.flash_split_len : 1;
+    if (a.flash_splits <= 1) {
+      a.flash_splits = 1;
+      a.flash_split_len = 0;
+    }
   }
 
   // --- MoE ---
@@ -1806,6 +1852,7 @@ class CudaBackend final : public Backend {
   bool gemv_gated_ = false;  // swiglu_matmul folds the activation into the gemv
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   int flash_min_query_len_ = kFlashMinQueryLen;  // BLOCKFLASH_FLASH_MIN_QUERY_LEN
+  int flash_splits_ = 0;  // BLOCKFLASH_FLASH_SPLITS (0: choose_flash_splits decides)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

@@ -6,6 +6,7 @@
 
 #include <cuda_bf16.h>
 
+#include <cfloat>
 #include <cstdint>
 
 namespace bf::cuda {
@@ -142,6 +143,37 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* out, int64_t first_tok
     for (int i = 0; i < D / 8; ++i)
       *reinterpret_cast<__nv_bfloat162*>(dst + i * 8 + 2 * tq) =
           __floats2bfloat162_rn(o[i][2 * hf] * inv[hf], o[i][2 * hf + 1] * inv[hf]);
+  }
+}
+
+// Split-KV form of store_rows: the rows' normalised output as f32 into partial_o and their
+// (max in natural-log units, sum) into partial_ml, at [split][token][head] (plane: tokens x
+// heads per split), the simt kernel's partial layout, for attention_combine_kernel. m is in
+// base-2 scaled units (online_softmax_tile), so times ln 2.
+template <int D>
+__device__ __forceinline__ void store_partial_rows(float* partial_o, float* partial_ml,
+                                                   int64_t plane, int split, int64_t first_token,
+                                                   int hq, int h, int row_lo, int rows,
+                                                   const float (&o)[D / 8][4], const float (&m)[2],
+                                                   const float (&l)[2], int tq) {
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float sum = l[hf];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const int row = row_lo + 8 * hf;
+    if (row >= rows) continue;
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const int64_t at = split * plane + (first_token + row) * static_cast<int64_t>(hq) + h;
+    float* dst = partial_o + at * D;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i)
+      *reinterpret_cast<float2*>(dst + i * 8 + 2 * tq) =
+          make_float2(o[i][2 * hf] * inv, o[i][2 * hf + 1] * inv);
+    if (tq == 0) {
+      partial_ml[at * 2] = sum > 0.0f ? m[hf] * 0.6931471805599453f : -FLT_MAX;
+      partial_ml[at * 2 + 1] = sum;
+    }
   }
 }
 

@@ -208,6 +208,13 @@ struct AttnArgs {
   // + d]) (gate of type dt), as a separate sigmoid_mul would.
   const void* gate = nullptr;
   int64_t gate_stride = 0;
+  // flash-wgmma split-KV (verify blocks and other short query runs over a long context, where
+  // items x heads leave most SMs idle): each item's keys in flash_splits ranges of
+  // flash_split_len (a multiple of its 64-key tile), partials in flash_partial_o / _ml (the
+  // simt partials' layout, their own buffers), merged by the combine kernel.
+  int flash_splits = 1, flash_split_len = 0;
+  float* flash_partial_o = nullptr;   // [flash_splits, T, hq, hd]
+  float* flash_partial_ml = nullptr;  // [flash_splits, T, hq, 2]
 };
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,
@@ -240,6 +247,10 @@ void launch_skinny_wgmma(const void* x, const void* w, void* out, int out_dt, in
                          cudaStream_t s);
 // Portable SIMT kernel (any sm): warps over keys, online softmax, optional split-KV.
 void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
+// Merges split-KV partials into out: the simt kernel's (a.num_splits) and flash-wgmma's
+// (a.flash_splits, rows of sequences with at least a.simt_skip_query_len queries).
+// launch_attention_simt runs it itself when either has splits.
+void launch_attention_combine(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s);
 
 // FlashAttention-2-style mma.sync kernel (bf16, sm_80+) for sequences with many queries.
 // items: (sequence index, first query row) per tile of tile_rows queries; tile_rows is

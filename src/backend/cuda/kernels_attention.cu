@@ -261,19 +261,22 @@ __global__ void __launch_bounds__(kCombineThreads)
   __shared__ float4 group_sum[kCombineThreads];
   const int t = blockIdx.x, h = blockIdx.y;
   // Metadata before the wait (see attention_simt_kernel), partials after it.
-  const int num_splits = launch_splits(a, b).num_splits;
   const int si = b.token_seq[t];
   const bool flash_row = si >= 0 && b.seqs[si].query_len >= a.simt_skip_query_len;
+  // A flash row has flash-wgmma's splits (or none: that kernel wrote out), a simt row the simt
+  // kernel's (one on a graph replay of a short context: the kernel wrote out).
+  const int num_splits = flash_row ? a.flash_splits : launch_splits(a, b).num_splits;
+  const float* partial_o = flash_row ? a.flash_partial_o : a.partial_o;
+  const float* partial_ml = flash_row ? a.flash_partial_ml : a.partial_ml;
   pdl_wait();
-  if (num_splits == 1) return;  // graph replay of a short context: the kernel wrote out
-  if (flash_row) return;
+  if (num_splits == 1) return;
   const int64_t row = static_cast<int64_t>(t) * a.hq + h;
   const int64_t plane = static_cast<int64_t>(num_tokens) * a.hq;
   const int s = threadIdx.x;
   float ms = -FLT_MAX, ls = 0.0f;
   if (s < num_splits) {
-    ls = a.partial_ml[(s * plane + row) * 2 + 1];
-    ms = ls > 0.0f ? a.partial_ml[(s * plane + row) * 2] : -FLT_MAX;
+    ls = partial_ml[(s * plane + row) * 2 + 1];
+    ms = ls > 0.0f ? partial_ml[(s * plane + row) * 2] : -FLT_MAX;
   }
   // Block max through the sum helper's scratch: max over warps, then over their results.
   float M = warp_max(ms);
@@ -290,7 +293,7 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int groups = kCombineThreads / columns;
   const int c = threadIdx.x % columns, g = threadIdx.x / columns;
   float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  const float4* po = reinterpret_cast<const float4*>(a.partial_o + row * a.hd) + c;
+  const float4* po = reinterpret_cast<const float4*>(partial_o + row * a.hd) + c;
   const int64_t split_stride = plane * a.hd / 4;  // float4s from one split's row to the next
 #pragma unroll 8
   for (int j = g; j < num_splits; j += groups) {
@@ -347,11 +350,14 @@ void launch_attention_simt(const AttnArgs& a, const DeviceBatch& b, cudaStream_t
     default: fail("paged_attention: head_dim ", a.hd, " not supported (32/64/128/256)");
   }
   BF_CUDA_LAUNCH_CHECK();
-  if (a.num_splits > 1) {
-    launch_pdl(attention_combine_kernel, dim3(b.num_tokens, a.hq), kCombineThreads, 0, s, a, b,
-               b.num_tokens);
-    BF_CUDA_LAUNCH_CHECK();
-  }
+  if (a.num_splits > 1 || a.flash_splits > 1) launch_attention_combine(a, b, s);
+}
+
+void launch_attention_combine(const AttnArgs& a, const DeviceBatch& b, cudaStream_t s) {
+  if (b.num_tokens == 0) return;
+  launch_pdl(attention_combine_kernel, dim3(b.num_tokens, a.hq), kCombineThreads, 0, s, a, b,
+             b.num_tokens);
+  BF_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace bf::cuda

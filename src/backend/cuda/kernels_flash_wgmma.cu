@@ -81,9 +81,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   const int p_first = seq.num_computed + q0;
   const int p_last = seq.num_computed + q0 + rows - 1;
-  const int kv_end = a.causal ? min(kv_len, p_last + 1) : kv_len;
+  int kv_end = a.causal ? min(kv_len, p_last + 1) : kv_len;
   int kv_begin = a.sliding_window > 0 ? max(0, p_first - a.sliding_window + 1) : 0;
   kv_begin = kv_begin / kBN * kBN;
+  const int split = blockIdx.y;
+  if (a.flash_splits > 1) {  // this block's key range (split_len: a multiple of kBN)
+    kv_begin = max(kv_begin, split * a.flash_split_len);
+    kv_end = min(kv_end, (split + 1) * a.flash_split_len);
+  }
 
   auto load_tile = [&](int kv0, int buf) {
 #pragma unroll 4
@@ -158,8 +163,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::fence_operands(o);
   }
 
-  store_rows<kD>(static_cast<__nv_bfloat16*>(a.out), seq.query_start + q0, a.hq, h, row_lo,
-                 rows, o, l, tq);
+  if (a.flash_splits > 1)
+    store_partial_rows<kD>(a.flash_partial_o, a.flash_partial_ml,
+                           static_cast<int64_t>(b.num_tokens) * a.hq, split,
+                           seq.query_start + q0, a.hq, h, row_lo, rows, o, m, l, tq);
+  else
+    store_rows<kD>(static_cast<__nv_bfloat16*>(a.out), seq.query_start + q0, a.hq, h, row_lo,
+                   rows, o, l, tq);
 #endif
 }
 
@@ -196,7 +206,11 @@ void launch_attention_flash_wgmma(const AttnArgs& a, const DeviceBatch& b, const
   }
   const int64_t blocks = static_cast<int64_t>(num_items) * a.hq;
   BF_CHECK(blocks < (int64_t{1} << 31), "flash-wgmma: grid of ", blocks, " blocks");
-  flash_wgmma_kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, s>>>(a, b, items);
+  BF_CHECK(a.flash_splits >= 1 && a.flash_splits <= kDecodeMaxSplits &&
+               (a.flash_splits == 1 || (a.flash_split_len > 0 && a.flash_split_len % kBN == 0)),
+           "flash-wgmma: ", a.flash_splits, " key splits of ", a.flash_split_len);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.flash_splits));
+  flash_wgmma_kernel<<<grid, kThreads, kSmemBytes, s>>>(a, b, items);
   BF_CUDA_LAUNCH_CHECK();
 }
 
