@@ -109,8 +109,8 @@ void launch_slice_columns(const void* x, int x_dt, int64_t rows, int64_t cols, i
 // its own [rows, width] tensor of dtype out_dt: one block per (row, part).
 constexpr int kMaxColumnParts = 6;
 struct ColumnParts {
-  void* out[kMaxColumnParts];
-  int64_t begin[kMaxColumnParts + 1];  // part i: columns [begin[i], begin[i + 1])
+  void* out[kMaxColumnParts] = {};
+  int64_t begin[kMaxColumnParts + 1] = {};  // part i: columns [begin[i], begin[i + 1])
   int count = 0;
 };
 void launch_split_columns(const void* x, int x_dt, int64_t rows, int64_t cols,
