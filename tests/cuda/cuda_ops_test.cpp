@@ -659,6 +659,40 @@ TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
   attention_case(*cpu_, *gpu_, rng_, {16, 2, 256, {{1, 9, 0}, {2, 4, 1}}});
 }
 
+// flash-wgmma's key splits (host only): whole tiles, every split reached, none for full grids.
+TEST(FlashSplitLayout, WholeTilesCoverTheKeysWithNoEmptySplit) {
+  for (int sms : {48, 132, 170}) {
+    for (int64_t blocks : {1, 8, 24, 47, 100, 131, 132, 1000}) {
+      for (int forced : {0, 1, 3, 7, 128}) {
+        for (int len : {1, 63, 64, 65, 127, 128, 129, 1040, 4096, 100000}) {
+          SCOPED_TRACE("sms " + std::to_string(sms) + " blocks " + std::to_string(blocks) +
+                       " len " + std::to_string(len) + " forced " + std::to_string(forced));
+          const cuda::SplitLayout l = cuda::flash_split_layout(blocks, sms, len, forced);
+          ASSERT_GE(l.num_splits, 1);
+          ASSERT_LE(l.num_splits, cuda::kDecodeMaxSplits);
+          if (l.num_splits == 1) {
+            EXPECT_EQ(l.split_len, 0);
+            continue;
+          }
+          EXPECT_EQ(l.split_len % cuda::kFlashSplitTile, 0);
+          EXPECT_GE(int64_t{l.num_splits} * l.split_len, len);        // every key in a split
+          EXPECT_LT(int64_t{l.num_splits - 1} * l.split_len, len);    // the last one reached
+          if (forced == 0) {
+            EXPECT_LT(blocks, sms);                                   // only small grids split
+            EXPECT_GE(l.split_len, 2 * cuda::kFlashSplitTile);        // two tiles or more each
+          } else {
+            EXPECT_LE(l.num_splits, forced);
+          }
+        }
+      }
+    }
+  }
+  // The 27B verify block on an H100: 24 blocks, 1040 keys -> 6 splits of 192 keys.
+  const cuda::SplitLayout verify = cuda::flash_split_layout(24, 132, 1040);
+  EXPECT_EQ(verify.num_splits, 6);
+  EXPECT_EQ(verify.split_len, 192);
+}
+
 // The split-KV layout is host and device code (eager launches and graph replays); these are
 // its invariants, checked on the host (no GPU needed).
 TEST(DecodeSplitLayout, CoversTheContextAndFitsTheRecordedGrid) {

@@ -1422,33 +1422,15 @@ class CudaBackend final : public Backend {
     return true;
   }
 
-  // flash-wgmma's key splits: a verify block (16 queries) of one sequence is one 128-row item
-  // per head, 24 blocks at the 27B's shape, each walking the whole context alone (~53 us at
-  // 1k keys on an H100, bench/NOTES.md). When items x heads leave SMs idle, split the keys so
-  // the grid about fills the GPU, in ranges of whole 64-key tiles (at least two per range).
-  // BLOCKFLASH_FLASH_SPLITS=N pins the count (1: never split; tests, A/B runs).
+  // flash-wgmma's key splits for this batch's flash sequences (flash_split_layout).
   void choose_flash_splits(const ForwardBatch& batch, int64_t blocks, AttnArgs& a) const {
-    constexpr int kTile = 64, kMinTilesPerSplit = 2;
     int max_kv = 0;
     for (const BatchSequence& seq : batch.seqs)
       if (seq.query_len >= flash_min_query_len_)
         max_kv = std::max(max_kv, seq.num_computed + seq.query_len);
-    const int tiles = (max_kv + kTile - 1) / kTile;
-    int splits = 1;
-    if (flash_splits_ > 0) {
-      splits = flash_splits_;
-    } else if (blocks > 0 && blocks < ctx_.caps.num_sms) {
-      splits = static_cast<int>((ctx_.caps.num_sms + blocks - 1) / blocks);
-      splits = std::min(splits, tiles / kMinTilesPerSplit);
-    }
-    splits = std::clamp(std::min(splits, tiles), 1, kDecodeMaxSplits);
-    const int tiles_per_split = (tiles + splits - 1) / std::max(splits, 1);
-    a.flash_split_len = tiles_per_split * kTile;
-    a.flash_splits = a.flash_split_len > 0 ? (max_kv + a.flash_split_len - 1) / a.flash_split_len : 1;
-    if (a.flash_splits <= 1) {
-      a.flash_splits = 1;
-      a.flash_split_len = 0;
-    }
+    const SplitLayout l = flash_split_layout(blocks, ctx_.caps.num_sms, max_kv, flash_splits_);
+    a.flash_splits = l.num_splits;
+    a.flash_split_len = l.split_len;
   }
 
   // --- MoE ---

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
@@ -262,6 +263,30 @@ size_t flash_mma_smem_bytes(int head_dim, int tile_rows);
 void launch_attention_flash_mma(const AttnArgs& a, const DeviceBatch& b, const int2* items,
                                 int num_items, int tile_rows, cudaStream_t s);
 constexpr int kFlashMinQueryLen = 16;  // sequences with at least this many queries use it
+
+// flash-wgmma's key splits: a verify block (16 queries) of one sequence is one 128-row item per
+// head, 24 blocks at the 27B's shape, each walking the whole context alone (~53 us at 1k keys
+// on an H100, bench/NOTES.md). When `blocks` (items x heads) leave SMs idle, the keys of the
+// longest flash sequence (max_kv_len) split into ranges of whole 64-key tiles, at least two
+// per range, so the grid about fills `sms`; `forced` > 0 pins the count (clamped to the tiles).
+// No trailing split is empty: (num_splits - 1) * split_len < max_kv_len.
+constexpr int kFlashSplitTile = 64;
+inline SplitLayout flash_split_layout(int64_t blocks, int sms, int max_kv_len, int forced = 0) {
+  constexpr int kMinTilesPerSplit = 2;
+  const int tiles = (max_kv_len + kFlashSplitTile - 1) / kFlashSplitTile;
+  int64_t splits = 1;
+  if (forced > 0)
+    splits = forced;
+  else if (blocks > 0 && blocks < sms)
+    splits = std::min<int64_t>((sms + blocks - 1) / blocks, tiles / kMinTilesPerSplit);
+  splits = std::clamp<int64_t>(std::min<int64_t>(splits, tiles), 1, kDecodeMaxSplits);
+  SplitLayout l;
+  if (splits <= 1) return l;
+  l.split_len = static_cast<int>((tiles + splits - 1) / splits) * kFlashSplitTile;
+  l.num_splits = (max_kv_len + l.split_len - 1) / l.split_len;
+  if (l.num_splits <= 1) l = SplitLayout{};
+  return l;
+}
 
 // Hopper wgmma kernel (kernels_flash_wgmma.cu), head_dim 256, same items and contract as
 // flash-mma with tiles of kFlashWgmmaRows queries. flash_wgmma_compiled(): this binary holds

@@ -36,6 +36,7 @@ constexpr int kQBytes = kRows * kD * 2;     // 64 KB
 constexpr int kTileBytes = kBN * kD * 2;    // 32 KB: one K or V tile
 constexpr size_t kSmemBytes = kQBytes + 4 * kTileBytes + 1024;
 static_assert(kFlashWgmmaRows == kRows, "the host builds items of this many query rows");
+static_assert(kFlashSplitTile % kBN == 0, "key splits start on this kernel's tiles");
 
 // Byte offset of 16-byte chunk c of row r in a [rows x kD] tile stored as kD / 64 atoms of
 // [rows][128 bytes], 128-byte swizzle.
