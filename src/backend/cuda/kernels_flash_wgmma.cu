@@ -115,7 +115,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < kD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-  if (kv_begin < kv_end) load_tile(kv_begin, 0);  // same group as Q
+  if (kv_begin < kv_end) {
+    load_tile(kv_begin, 0);  // same group as Q
+  } else {  // no key for any row (a split past this item's causal end): drain Q's copies
+    cp_async_commit();
+    cp_async_wait_all();
+  }
   int buf = 0;
   for (int kv0 = kv_begin; kv0 < kv_end; kv0 += kBN, buf ^= 1) {
     cp_async_wait_all();
