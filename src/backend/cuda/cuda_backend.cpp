@@ -282,13 +282,14 @@ class CudaBackend final : public Backend {
     // BLOCKFLASH_GEMV=always|never pins the decode GEMM choice (tests); default: timed per shape.
     // BLOCKFLASH_FLASH_TILE=64|128 pins flash-mma's query tile (tests, benchmarks).
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_TILE")) flash_tile_ = std::atoi(e);
-    // BLOCKFLASH_FLASH_MIN_QUERY_LEN=N: sequences with at least N queries go to the flash
-    // (tensor-core) kernels, shorter ones to the split-KV simt kernel (A/B runs, tests).
+    // BLOCKFLASH_FLASH_SPLITS=N pins flash-wgmma's key splits (flash_split_layout; tests, A/B).
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_SPLITS")) {
       flash_splits_ = std::atoi(e);
       BF_CHECK(flash_splits_ >= 1 && flash_splits_ <= kDecodeMaxSplits,
                "BLOCKFLASH_FLASH_SPLITS must be in [1, ", kDecodeMaxSplits, "], got '", e, "'");
     }
+    // BLOCKFLASH_FLASH_MIN_QUERY_LEN=N: sequences with at least N queries go to the flash
+    // (tensor-core) kernels, shorter ones to the split-KV simt kernel (A/B runs, tests).
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_MIN_QUERY_LEN")) {
       flash_min_query_len_ = std::atoi(e);
       BF_CHECK(flash_min_query_len_ >= 2, "BLOCKFLASH_FLASH_MIN_QUERY_LEN must be at least 2, got '",
@@ -1358,9 +1359,11 @@ class CudaBackend final : public Backend {
                                                    ctx_.caps.smem_per_block, flash_tile_);
       std::vector<int32_t> items;
       simt_rows = 0;
+      int flash_max_kv = 0;  // the longest context of the flash sequences (their key splits)
       for (size_t s = 0; s < batch.seqs.size(); ++s) {
         const BatchSequence& seq = batch.seqs[s];
         if (seq.query_len >= flash_min_query_len_) {
+          flash_max_kv = std::max(flash_max_kv, seq.num_computed + seq.query_len);
           // Last tiles first: under a causal mask they see the most keys (shorter tail).
           for (int32_t q0 = (seq.query_len - 1) / tile * tile; q0 >= 0; q0 -= tile) {
             items.push_back(static_cast<int32_t>(s));
@@ -1376,7 +1379,10 @@ class CudaBackend final : public Backend {
       a.simt_skip_query_len = flash_min_query_len_;
       Tensor flash_partial_o, flash_partial_ml;
       if (wgmma) {
-        choose_flash_splits(batch, num_items * hq, a);
+        const SplitLayout l =
+            flash_split_layout(num_items * hq, ctx_.caps.num_sms, flash_max_kv, flash_splits_);
+        a.flash_splits = l.num_splits;
+        a.flash_split_len = l.split_len;
         if (a.flash_splits > 1) {
           flash_partial_o = alloc({a.flash_splits, T, hq, hd}, DType::kF32);
           flash_partial_ml = alloc({a.flash_splits, T, hq, 2}, DType::kF32);
@@ -1420,17 +1426,6 @@ class CudaBackend final : public Backend {
     }
     launch_attention_simt(a, d, ctx_.stream);
     return true;
-  }
-
-  // flash-wgmma's key splits for this batch's flash sequences (flash_split_layout).
-  void choose_flash_splits(const ForwardBatch& batch, int64_t blocks, AttnArgs& a) const {
-    int max_kv = 0;
-    for (const BatchSequence& seq : batch.seqs)
-      if (seq.query_len >= flash_min_query_len_)
-        max_kv = std::max(max_kv, seq.num_computed + seq.query_len);
-    const SplitLayout l = flash_split_layout(blocks, ctx_.caps.num_sms, max_kv, flash_splits_);
-    a.flash_splits = l.num_splits;
-    a.flash_split_len = l.split_len;
   }
 
   // --- MoE ---
@@ -1834,7 +1829,7 @@ class CudaBackend final : public Backend {
   bool gemv_gated_ = false;  // swiglu_matmul folds the activation into the gemv
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   int flash_min_query_len_ = kFlashMinQueryLen;  // BLOCKFLASH_FLASH_MIN_QUERY_LEN
-  int flash_splits_ = 0;  // BLOCKFLASH_FLASH_SPLITS (0: choose_flash_splits decides)
+  int flash_splits_ = 0;  // BLOCKFLASH_FLASH_SPLITS (0: flash_split_layout decides)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

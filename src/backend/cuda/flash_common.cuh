@@ -119,6 +119,12 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[BN / 8][4], float
   }
 }
 
+// A row's sum over the four lanes (tq = 0..3) that hold its columns in the m16n8 layout.
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
 // Divides a warp's 16-row output slice by its row sums (quad-reduced) and stores rows row_lo
 // and row_lo + 8 where below `rows`, as bf16: tile row r is token first_token + r, head h.
 template <int D>
@@ -129,9 +135,7 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* out, int64_t first_tok
   float inv[2];
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
-    float sum = l[hf];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float sum = quad_sum(l[hf]);
     inv[hf] = sum > 0.0f ? 1.0f / sum : 0.0f;
   }
 #pragma unroll
@@ -158,9 +162,7 @@ __device__ __forceinline__ void store_partial_rows(float* partial_o, float* part
                                                    const float (&l)[2], int tq) {
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
-    float sum = l[hf];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const float sum = quad_sum(l[hf]);
     const int row = row_lo + 8 * hf;
     if (row >= rows) continue;
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;

@@ -106,8 +106,9 @@ void launch_binary(int op, const void* a, int a_dt, const void* b, int b_dt, voi
                    int out_dt, int64_t n, cudaStream_t s);
 void launch_slice_columns(const void* x, int x_dt, int64_t rows, int64_t cols, int64_t begin,
                           int64_t width, void* out, int out_dt, cudaStream_t s);
-// Up to kMaxColumnParts consecutive column ranges of x [rows, cols] from column 0, each into
-// its own [rows, width] tensor of dtype out_dt: one block per (row, part).
+// Up to kMaxColumnParts consecutive column ranges of x [rows, cols], the first at begin[0]
+// (0 for Backend::split_columns, the slice's start for slice_columns), each into its own
+// [rows, width] tensor of dtype out_dt: one block per (row, part).
 constexpr int kMaxColumnParts = 6;
 struct ColumnParts {
   void* out[kMaxColumnParts] = {};

@@ -164,14 +164,6 @@ __global__ void binary_kernel(int op, const void* a, int a_dt, const void* b, in
   }
 }
 
-__global__ void slice_columns_kernel(const void* x, int x_dt, int64_t cols, int64_t begin,
-                                     int64_t width, void* out, int out_dt) {
-  pdl_wait();
-  const int64_t r = blockIdx.x;
-  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
-    st(out, out_dt, r * width + i, ld(x, x_dt, r * cols + begin + i));
-}
-
 __global__ void split_columns_kernel(const void* x, int x_dt, int64_t cols, ColumnParts parts,
                                      int out_dt) {
   pdl_wait();
@@ -267,10 +259,13 @@ void launch_binary(int op, const void* a, int a_dt, const void* b, int b_dt, voi
 
 void launch_slice_columns(const void* x, int x_dt, int64_t rows, int64_t cols, int64_t begin,
                           int64_t width, void* out, int out_dt, cudaStream_t s) {
-  if (rows == 0 || width == 0) return;
-  launch_pdl(slice_columns_kernel, rows, row_threads(width), 0, s, x, x_dt, cols, begin, width, out,
-             out_dt);
-  BF_CUDA_LAUNCH_CHECK();
+  if (width == 0) return;
+  ColumnParts one;  // a split of one part that starts at `begin`
+  one.out[0] = out;
+  one.begin[0] = begin;
+  one.begin[1] = begin + width;
+  one.count = 1;
+  launch_split_columns(x, x_dt, rows, cols, one, out_dt, s);
 }
 
 void launch_split_columns(const void* x, int x_dt, int64_t rows, int64_t cols,
