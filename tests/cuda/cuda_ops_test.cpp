@@ -29,6 +29,7 @@ class CudaOps : public ::testing::Test {
     gpu_ = make_cuda_backend();
   }
   Tensor host(const Tensor& d) { return gpu_->to_host(d); }
+  void check_gdn_decode_fused();  // under the BLOCKFLASH_GDN_DECODE_SPLIT of the moment
   std::mt19937 rng_{std::random_device{}()};
   std::unique_ptr<Backend> cpu_, gpu_;
 };
@@ -423,10 +424,24 @@ TEST_F(CudaOps, GatedDeltaRule) {
 // kernels 4, 3 and 8, sequences with and without a state; states compared too.
 // Batches with a multi-token sequence or verify snapshots are not its (undefined result,
 // nothing written).
+// Each case runs with 1, 2 and 4 blocks per value head (BLOCKFLASH_GDN_DECODE_SPLIT) and with
+// the automatic choice (4 for these small grids).
 TEST_F(CudaOps, GatedDeltaNetDecodeFused) {
-  // A block per (sequence, value head); the q/k conv state is written by the last block of
-  // each key head's group to count itself in, so every case after the first also checks that
-  // the counters were left at zero (the 2-4-4 case runs twice).
+  for (const char* split : {"1", "2", "4", ""}) {
+    SCOPED_TRACE(testing::Message() << "split '" << split << "'");
+    if (*split != 0)
+      setenv("BLOCKFLASH_GDN_DECODE_SPLIT", split, 1);
+    else
+      unsetenv("BLOCKFLASH_GDN_DECODE_SPLIT");
+    check_gdn_decode_fused();
+  }
+  unsetenv("BLOCKFLASH_GDN_DECODE_SPLIT");
+}
+
+void CudaOps::check_gdn_decode_fused() {
+  // A block (or a cluster of split blocks) per (sequence, value head); the q/k conv state is
+  // written by the last block of each key head's group to count itself in, so every case after
+  // the first also checks that the counters were left at zero (the 2-4-4 case runs twice).
   auto fused = make_cuda_backend();
   for (auto [hk, hv, K] :
        {std::tuple{2, 6, 4}, {2, 4, 4}, {4, 4, 4}, {1, 4, 3}, {1, 8, 8}, {2, 4, 4}}) {
@@ -657,6 +672,20 @@ TEST_F(CudaOps, PagedAttentionDecodeLongContextSplitKv) {
   attention_case(*cpu_, *gpu_, rng_, {6, 2, 64, {{1, 5000, 0}, {2, 9, 1}}});
   // Contexts short enough for one split: the SIMT kernel stores (and gates) the output itself.
   attention_case(*cpu_, *gpu_, rng_, {16, 2, 256, {{1, 9, 0}, {2, 4, 1}}});
+}
+
+// The fused GDN decode's blocks per value head (host only): forced wins; else the grid keeps a
+// block per SM.
+TEST(GdnDecodeSplit, LargestSplitThatKeepsABlockPerSm) {
+  EXPECT_EQ(cuda::gdn_decode_split(1, 32, 132), 4);   // 35B-A3B batch 1: 128 blocks
+  EXPECT_EQ(cuda::gdn_decode_split(2, 32, 132), 2);   // batch 2: 128
+  EXPECT_EQ(cuda::gdn_decode_split(3, 32, 132), 1);
+  EXPECT_EQ(cuda::gdn_decode_split(1, 48, 132), 2);   // 27B batch 1: 96
+  EXPECT_EQ(cuda::gdn_decode_split(1, 48, 188), 2);
+  EXPECT_EQ(cuda::gdn_decode_split(1, 48, 192), 4);
+  EXPECT_EQ(cuda::gdn_decode_split(64, 32, 132), 1);
+  EXPECT_EQ(cuda::gdn_decode_split(64, 32, 132, 4), 4);
+  EXPECT_EQ(cuda::gdn_decode_split(1, 32, 132, 1), 1);
 }
 
 // flash-wgmma's key splits (host only): whole tiles, every split reached, none for full grids.

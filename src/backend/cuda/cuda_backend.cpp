@@ -288,6 +288,13 @@ class CudaBackend final : public Backend {
       BF_CHECK(flash_splits_ >= 1 && flash_splits_ <= kDecodeMaxSplits,
                "BLOCKFLASH_FLASH_SPLITS must be in [1, ", kDecodeMaxSplits, "], got '", e, "'");
     }
+    // BLOCKFLASH_GDN_DECODE_SPLIT=1|2|4 pins the fused GDN decode's blocks per value head
+    // (gdn_decode_split; tests, A/B).
+    if (const char* e = std::getenv("BLOCKFLASH_GDN_DECODE_SPLIT")) {
+      gdn_decode_split_ = std::atoi(e);
+      BF_CHECK(gdn_decode_split_ == 1 || gdn_decode_split_ == 2 || gdn_decode_split_ == 4,
+               "BLOCKFLASH_GDN_DECODE_SPLIT must be 1, 2 or 4, got '", e, "'");
+    }
     // BLOCKFLASH_FLASH_MIN_QUERY_LEN=N: sequences with at least N queries go to the flash
     // (tensor-core) kernels, shorter ones to the split-KV simt kernel (A/B runs, tests).
     if (const char* e = std::getenv("BLOCKFLASH_FLASH_MIN_QUERY_LEN")) {
@@ -1133,6 +1140,8 @@ class CudaBackend final : public Backend {
     a.out_dt = dt_of(out, op, "out");
     a.counters = static_cast<unsigned*>(gdn_counters_.raw());
     a.num_counters = kGdnCounters;
+    a.split = gdn_decode_split_;
+    a.num_sms = ctx_.caps.num_sms;
     launch_gdn_decode_fused(a, device_batch(batch, T, op), ctx_.stream);
     return out;
   }
@@ -1830,6 +1839,7 @@ class CudaBackend final : public Backend {
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   int flash_min_query_len_ = kFlashMinQueryLen;  // BLOCKFLASH_FLASH_MIN_QUERY_LEN
   int flash_splits_ = 0;  // BLOCKFLASH_FLASH_SPLITS (0: flash_split_layout decides)
+  int gdn_decode_split_ = 0;  // BLOCKFLASH_GDN_DECODE_SPLIT (0: gdn_decode_split decides)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

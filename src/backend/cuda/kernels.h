@@ -156,7 +156,14 @@ struct GdnDecodeArgs {
   // Counters, zero between launches: at least num_seqs * hk of them when hv > hk (the last
   // block of each key head's group writes its q/k conv state).
   unsigned* counters = nullptr; int64_t num_counters = 0;
+  // Blocks per (sequence, value head): 1, 2 or 4 (a cluster sharing the head's columns), or 0
+  // for gdn_decode_split's choice on num_sms SMs.
+  int split = 0, num_sms = 132;
 };
+// The fused decode's blocks per (sequence, value head): `forced` when set, else the most of
+// 4 and 2 whose grid still has a block per SM (35B-A3B's 32 value heads: 4 at batch 1, 2 at
+// batch 2; the 27B's 48: 2 at batch 1), else 1.
+int gdn_decode_split(int64_t seqs, int hv, int sms, int forced = 0);
 bool gdn_decode_fused_supported(int dk, int dv, int hk, int hv, int kernel);
 void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaStream_t s);
 // Chunked form (kernels_delta_chunked.cu, mma.sync TF32, sm_80+): the sequences the recurrent
