@@ -9,6 +9,10 @@ namespace {
 
 constexpr int kMaxKernel = 8;
 
+// kMaxTaps: at least `kernel`, 4 (Qwen3.5) or kMaxKernel. The window and taps live in
+// registers: every loop over them is unrolled to kMaxTaps with the live taps guarded (a loop
+// to the run-time `kernel` put them in local memory, a load and store per tap and token).
+template <int kMaxTaps>
 __global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, int64_t conv_dim,
                               int kernel, DeviceBatch b, float* state, void* out, int out_dt) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -18,48 +22,64 @@ __global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, 
     return;
   }
   const int history = kernel - 1;
-  float win[kMaxKernel];
-  float wt[kMaxKernel];
+  float win[kMaxTaps - 1 > 0 ? kMaxTaps - 1 : 1];  // the last `history` inputs, oldest first
+  float wt[kMaxTaps];
   // The weights and this channel's conv state (last written by this layer's kernel in an
   // earlier forward pass) are read before waiting for the projection just before; its output
   // x only after.
-  for (int j = 0; j < kernel; ++j) wt[j] = ld(w, w_dt, c * kernel + j);
+#pragma unroll
+  for (int j = 0; j < kMaxTaps; ++j) wt[j] = j < kernel ? ld(w, w_dt, c * kernel + j) : 0.0f;
+  float last_tap = 0.0f;  // wt[history], by constant indices
+#pragma unroll
+  for (int j = 0; j < kMaxTaps; ++j)
+    if (j == history) last_tap = wt[j];
   float* slot = state + (static_cast<int64_t>(seq.state_slot) * conv_dim + c) * history;
-  for (int j = 0; j < history; ++j) win[j] = seq.num_computed > 0 ? __ldcg(slot + j) : 0.0f;
+#pragma unroll
+  for (int j = 0; j < kMaxTaps - 1; ++j)
+    win[j] = j < history && seq.num_computed > 0 ? __ldcg(slot + j) : 0.0f;
   pdl_wait();
   const bool snapshots = seq.snapshot_offset >= 0;
-  // The inputs of kInputsAhead tokens are loaded before any of them is used: the stores
-  // below may alias x as far as the compiler knows, so a load per token would wait for the
-  // previous token's stores, one memory latency per token (~0.7 us: a 16-token verify block
-  // took 12 us per layer).
+  // The inputs and snapshot slots of kInputsAhead tokens are loaded before any of them is
+  // used: the stores below may alias them as far as the compiler knows, so a load per token
+  // would wait for the previous token's stores, one memory latency per token (~0.7 us: a
+  // 16-token verify block took 12 us per layer, with the inputs alone hoisted as well).
   constexpr int kInputsAhead = 8;
   for (int t0 = 0; t0 < seq.query_len; t0 += kInputsAhead) {
     float inputs[kInputsAhead];
+    int32_t snaps[kInputsAhead];
 #pragma unroll
-    for (int u = 0; u < kInputsAhead; ++u)
-      inputs[u] = t0 + u < seq.query_len
-                      ? ld(x, x_dt, static_cast<int64_t>(seq.query_start + t0 + u) * conv_dim + c)
-                      : 0.0f;
+    for (int u = 0; u < kInputsAhead; ++u) {
+      const bool live = t0 + u < seq.query_len;
+      inputs[u] = live ? ld(x, x_dt, static_cast<int64_t>(seq.query_start + t0 + u) * conv_dim + c)
+                       : 0.0f;
+      snaps[u] = live && snapshots ? b.snapshots[seq.snapshot_offset + t0 + u] : 0;
+    }
 #pragma unroll
     for (int u = 0; u < kInputsAhead; ++u) {
       const int t = t0 + u;
       if (t >= seq.query_len) break;
       const int64_t idx = static_cast<int64_t>(seq.query_start + t) * conv_dim + c;
       const float input = inputs[u];
-      float acc = wt[history] * input;
-      for (int j = 0; j < history; ++j) acc += wt[j] * win[j];
-      for (int j = 0; j + 1 < history; ++j) win[j] = win[j + 1];
-      if (history > 0) win[history - 1] = input;
+      float acc = last_tap * input;
+#pragma unroll
+      for (int j = 0; j < kMaxTaps - 1; ++j)
+        if (j < history) acc += wt[j] * win[j];
+#pragma unroll
+      for (int j = 0; j < kMaxTaps - 1; ++j)
+        if (j < history) win[j] = j + 1 < history ? win[j + 1] : input;
       st(out, out_dt, idx, siluf_(acc));
       if (snapshots) {
-        const int32_t snap = b.snapshots[seq.snapshot_offset + t];
-        float* dst = state + (static_cast<int64_t>(snap) * conv_dim + c) * history;
-        for (int j = 0; j < history; ++j) dst[j] = win[j];
+        float* dst = state + (static_cast<int64_t>(snaps[u]) * conv_dim + c) * history;
+#pragma unroll
+        for (int j = 0; j < kMaxTaps - 1; ++j)
+          if (j < history) dst[j] = win[j];
       }
     }
   }
   if (!snapshots)
-    for (int j = 0; j < history; ++j) slot[j] = win[j];
+#pragma unroll
+    for (int j = 0; j < kMaxTaps - 1; ++j)
+      if (j < history) slot[j] = win[j];
 }
 
 __global__ void gates_kernel(const void* a, int a_dt, const void* bb, int b_dt, const void* A_log,
@@ -89,8 +109,8 @@ void launch_causal_conv1d(const void* x, int x_dt, const void* w, int w_dt, int6
            " not supported (at most ", kMaxKernel, ")");
   if (b.num_seqs == 0) return;
   dim3 grid(ceil_div(conv_dim, 128), b.num_seqs);
-  launch_pdl(conv1d_kernel, grid, 128, 0, s, x, x_dt, w, w_dt, conv_dim, static_cast<int>(kernel),
-             b, conv_state, out, out_dt);
+  launch_pdl(kernel <= 4 ? conv1d_kernel<4> : conv1d_kernel<kMaxKernel>, grid, 128, 0, s, x, x_dt,
+             w, w_dt, conv_dim, static_cast<int>(kernel), b, conv_state, out, out_dt);
   BF_CUDA_LAUNCH_CHECK();
 }
 

@@ -23,6 +23,7 @@
 // 27B B=2 15.49 / 15.75 / 15.16, B=8 17.02 / 16.38 / 16.22 (bench/NOTES.md).
 #include <cooperative_groups.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
@@ -239,8 +240,42 @@ void launch_head_kernel(const GdnDecodeArgs& a, const DeviceBatch& b, cudaStream
                      dim3(1, 1, kSplit), a, b);
 }
 
+// How many clusters of kSplit blocks, each with a spread grid's shared memory (a block per
+// SM), can be resident at once: clusters must fit inside a GPC, so on a GPU whose GPCs hold
+// SM counts that are not multiples of kSplit this is less than SMs / kSplit (0 when unknown).
+template <int kMaxTaps, int kSplit>
+int max_spread_clusters() {
+  static const int most = [] {
+    auto kernel = gdn_decode_head_kernel<kMaxTaps, kSplit>;
+    allow_spread_smem(kernel, head_smem_bytes(kSplit));
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(1, 1, kSplit);
+    cfg.blockDim = dim3(kHeadThreads);
+    cfg.dynamicSmemBytes = std::max(spread_smem_limit(), head_smem_bytes(kSplit));
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = kSplit;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return clusters;
+  }();
+  return most;
+}
+
 template <int kMaxTaps>
-void launch_split(const GdnDecodeArgs& a, const DeviceBatch& b, int split, cudaStream_t s) {
+void launch_split(const GdnDecodeArgs& a, const DeviceBatch& b, cudaStream_t s) {
+  int split = gdn_decode_split(b.num_seqs, a.hv, a.num_sms, a.split);
+  // The automatic choice takes a split only while its clusters fit on the GPU in one wave.
+  const int64_t clusters = int64_t{b.num_seqs} * a.hv;
+  if (a.split == 0 && split == 4 && clusters > max_spread_clusters<kMaxTaps, 4>()) split = 2;
+  if (a.split == 0 && split == 2 && clusters > max_spread_clusters<kMaxTaps, 2>()) split = 1;
   switch (split) {
     case 1: return launch_head_kernel<kMaxTaps, 1>(a, b, s);
     case 2: return launch_head_kernel<kMaxTaps, 2>(a, b, s);
@@ -270,11 +305,10 @@ void launch_gdn_decode_fused(const GdnDecodeArgs& a, const DeviceBatch& b, cudaS
   if (b.num_seqs == 0) return;
   BF_CHECK(a.hv == a.hk || (a.counters != nullptr && int64_t{b.num_seqs} * a.hk <= a.num_counters),
            "gdn decode (fused): ", b.num_seqs, " sequences need more counters");
-  const int split = gdn_decode_split(b.num_seqs, a.hv, a.num_sms, a.split);
   if (a.kernel <= 4)
-    launch_split<4>(a, b, split, s);
+    launch_split<4>(a, b, s);
   else
-    launch_split<kMaxKernel>(a, b, split, s);
+    launch_split<kMaxKernel>(a, b, s);
   BF_CUDA_LAUNCH_CHECK();
 }
 
