@@ -200,6 +200,19 @@ class Backend {
   virtual void paged_attention_gated(const Tensor& q, const KvCache& cache,
                                      const ForwardBatch& batch, const AttentionParams& params,
                                      const Tensor& gate_rows, int64_t gate_begin, Tensor& out);
+  // Both ops above for a gated-attention layer at once, where a backend can fuse them:
+  // prepare_attention_inputs(q_and_gate, k_raw, v, ...), then paged_attention_gated with the
+  // gate at column hd of q_and_gate, into out [T, Hq, hd]. Returns false, doing nothing, when it
+  // cannot (the default; the caller then runs the two ops).
+  virtual bool fused_gated_attention(const Tensor& q_and_gate, const Tensor& k_raw,
+                                     const Tensor& v, const Tensor& q_norm, const Tensor& k_norm,
+                                     float eps, int32_t rotary_dim, float theta,
+                                     const ForwardBatch& batch, KvCache& cache,
+                                     const AttentionParams& params, Tensor& out) {
+    (void)q_and_gate, (void)k_raw, (void)v, (void)q_norm, (void)k_norm, (void)eps;
+    (void)rotary_dim, (void)theta, (void)batch, (void)cache, (void)params, (void)out;
+    return false;
+  }
   // paged_attention_gated's shape contract: out [T, Hq, hd], a [T * Hq, hd] gate at column
   // gate_begin of gate_rows. Throws naming what is wrong.
   static void check_attention_gate(const Tensor& out, const Tensor& gate_rows, int64_t gate_begin);

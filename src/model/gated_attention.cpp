@@ -35,14 +35,17 @@ void GatedAttention::forward(Backend& be, const ModelConfig& c, const Tensor& x,
   Tensor k_raw = parts[1].reshape({T * hkv, hd});
   Tensor v = parts[2].reshape({T, hkv, hd});
 
-  // q/k norms, partial RoPE, and the K/V cache write in one op.
-  Tensor q = be.empty({T, hq, hd});
-  be.prepare_attention_inputs(q_and_gate, k_raw, v, q_norm, k_norm, c.rms_norm_eps,
-                              c.rotary_dim(), c.rope_theta, batch, cache, q);
-  // Attention times sigmoid(gate), the gate read from q_and_gate's second half per head.
   Tensor attn = be.empty({T, hq, hd});
   AttentionParams params{.scale = 1.0f / std::sqrt(static_cast<float>(hd)), .causal = true};
-  be.paged_attention_gated(q, cache, batch, params, q_and_gate, hd, attn);
+  if (!be.fused_gated_attention(q_and_gate, k_raw, v, q_norm, k_norm, c.rms_norm_eps,
+                                c.rotary_dim(), c.rope_theta, batch, cache, params, attn)) {
+    // q/k norms, partial RoPE, and the K/V cache write in one op.
+    Tensor q = be.empty({T, hq, hd});
+    be.prepare_attention_inputs(q_and_gate, k_raw, v, q_norm, k_norm, c.rms_norm_eps,
+                                c.rotary_dim(), c.rope_theta, batch, cache, q);
+    // Attention times sigmoid(gate), the gate read from q_and_gate's second half per head.
+    be.paged_attention_gated(q, cache, batch, params, q_and_gate, hd, attn);
+  }
   be.matmul(attn.reshape({T, hq * hd}), o_proj, out);
 }
 

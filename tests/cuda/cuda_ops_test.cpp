@@ -625,6 +625,89 @@ TEST_F(CudaOps, PrepareAttentionInputs) {
   }
 }
 
+// The preparation folded into decode attention (fused_gated_attention) against the CPU's
+// prepare_attention_inputs + paged_attention_gated and against the GPU's own two ops: GQA 8
+// (35B-A3B), 6 (27B), 4 and 1, head dims 256 / 128 / 64 / 32, contexts from none (the own key
+// alone) to past the split-KV threshold, one position far out (a large angle). The cache must
+// hold the same new K/V afterwards. Batches it cannot take are declined untouched.
+TEST_F(CudaOps, FusedGatedAttentionDecode) {
+  struct Case { int hq, hkv, hd, rotary; };
+  for (const Case c : {Case{16, 2, 256, 64}, Case{24, 4, 256, 64}, Case{8, 2, 128, 32},
+                       Case{8, 8, 64, 32}, Case{4, 1, 32, 16}}) {
+    for (const std::vector<Spec>& specs :
+         {std::vector<Spec>{{1, 1023, 0}}, {{1, 0, 0}, {1, 15, 1}, {1, 16, 2}, {1, 17, 3}},
+          {{1, 5000, 0}, {1, 1, 1}, {1, 300, 2}}}) {
+      SCOPED_TRACE(testing::Message() << "hq " << c.hq << " hkv " << c.hkv << " hd " << c.hd
+                                      << " seqs " << specs.size() << " first ctx "
+                                      << specs[0].num_computed);
+      const int block_size = 16;
+      int nb = 4;
+      for (const Spec& sp : specs) nb += (sp.num_computed + 1 + block_size - 1) / block_size;
+      ForwardBatch batch = make_batch(specs, block_size, nb, rng_);
+      if (specs.size() > 1) batch.positions[1] = 65000;  // a large angle
+      const int T = batch.num_tokens();
+      Tensor kc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_, -2, 2);
+      Tensor vc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_);
+      Tensor qg = rand_bf16({T * c.hq, 2 * c.hd}, rng_, -3, 3);
+      Tensor k = rand_bf16({T * c.hkv, c.hd}, rng_, -3, 3), v = rand_bf16({T, c.hkv, c.hd}, rng_);
+      Tensor qw = rand_bf16({c.hd}, rng_, -0.5, 0.5), kw = rand_bf16({c.hd}, rng_, -0.5, 0.5);
+      AttentionParams p{.scale = 1.0f / std::sqrt(float(c.hd)), .causal = true};
+
+      KvCache cpu_cache{host_copy(kc), host_copy(vc)};
+      Tensor cpu_q = Tensor::empty({T, c.hq, c.hd}), want = Tensor::empty({T, c.hq, c.hd});
+      cpu_->prepare_attention_inputs(qg, k, v, qw, kw, 1e-6f, c.rotary, 1e7f, batch, cpu_cache,
+                                     cpu_q);
+      cpu_->paged_attention_gated(cpu_q, cpu_cache, batch, p, qg, c.hd, want);
+
+      const Tensor d_qg = to_device(*gpu_, qg), d_k = to_device(*gpu_, k), d_v = to_device(*gpu_, v);
+      const Tensor d_qw = gpu_->upload(qw), d_kw = gpu_->upload(kw);
+      KvCache gpu_cache{to_device(*gpu_, kc), to_device(*gpu_, vc)};
+      Tensor got = poisoned(*gpu_, {T, c.hq, c.hd});
+      ASSERT_TRUE(gpu_->fused_gated_attention(d_qg, d_k, d_v, d_qw, d_kw, 1e-6f, c.rotary, 1e7f,
+                                              batch, gpu_cache, p, got));
+      EXPECT_TRUE(close(host(got), want, 1e-2));
+      EXPECT_TRUE(close(gpu_->to_host(gpu_cache.k), cpu_cache.k, 1e-2));
+      EXPECT_TRUE(close(gpu_->to_host(gpu_cache.v), cpu_cache.v, 1e-6));
+
+      // The GPU's two ops on a fresh cache.
+      KvCache two_cache{to_device(*gpu_, kc), to_device(*gpu_, vc)};
+      Tensor q2 = poisoned(*gpu_, {T, c.hq, c.hd}), two = poisoned(*gpu_, {T, c.hq, c.hd});
+      gpu_->prepare_attention_inputs(d_qg, d_k, d_v, d_qw, d_kw, 1e-6f, c.rotary, 1e7f, batch,
+                                     two_cache, q2);
+      gpu_->paged_attention_gated(q2, two_cache, batch, p, d_qg, c.hd, two);
+      EXPECT_TRUE(close(host(got), host(two), 1e-2));
+      EXPECT_TRUE(close(gpu_->to_host(gpu_cache.k), gpu_->to_host(two_cache.k), 1e-2));
+
+      // Declined, nothing written: a sliding window; a two-token sequence.
+      Tensor untouched = poisoned(*gpu_, {T, c.hq, c.hd});
+      AttentionParams windowed = p;
+      windowed.sliding_window = 8;
+      EXPECT_FALSE(gpu_->fused_gated_attention(d_qg, d_k, d_v, d_qw, d_kw, 1e-6f, c.rotary, 1e7f,
+                                               batch, gpu_cache, windowed, untouched));
+      ForwardBatch longer = make_batch({{2, 5, 0}}, block_size, nb, rng_);
+      Tensor two_rows = poisoned(*gpu_, {2, c.hq, c.hd});
+      EXPECT_FALSE(gpu_->fused_gated_attention(
+          to_device(*gpu_, rand_bf16({2 * c.hq, 2 * c.hd}, rng_)),
+          to_device(*gpu_, rand_bf16({2 * c.hkv, c.hd}, rng_)),
+          to_device(*gpu_, rand_bf16({2, c.hkv, c.hd}, rng_)), d_qw, d_kw, 1e-6f, c.rotary, 1e7f,
+          longer, gpu_cache, p, two_rows));
+      const Tensor after = host(untouched);
+      EXPECT_TRUE(std::all_of(after.f32(), after.f32() + after.numel(),
+                              [](float x) { return std::isnan(x); }));
+    }
+  }
+  // More than 8 query heads per KV head: declined.
+  ForwardBatch batch = make_batch({{1, 20, 0}}, 16, 4, rng_);
+  KvCache cache{to_device(*gpu_, rand_bf16({4, 16, 1, 64}, rng_)),
+                to_device(*gpu_, rand_bf16({4, 16, 1, 64}, rng_))};
+  Tensor out = poisoned(*gpu_, {1, 16, 64});
+  EXPECT_FALSE(gpu_->fused_gated_attention(
+      to_device(*gpu_, rand_bf16({16, 128}, rng_)), to_device(*gpu_, rand_bf16({1, 64}, rng_)),
+      to_device(*gpu_, rand_bf16({1, 1, 64}, rng_)), gpu_->upload(rand_bf16({64}, rng_)),
+      gpu_->upload(rand_bf16({64}, rng_)), 1e-6f, 32, 1e7f, batch, cache,
+      AttentionParams{.scale = 0.125f, .causal = true}, out));
+}
+
 // Prefill over cached context: tiles past the first (the flash kernel's 64- or 128-query
 // tiles, diagonals shifted by the context), partial tiles, decode rows beside them.
 // with_hd32 = false: only the head dims flash-mma has (for a backend forced to it).

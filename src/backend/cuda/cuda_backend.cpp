@@ -288,6 +288,10 @@ class CudaBackend final : public Backend {
       BF_CHECK(flash_splits_ >= 1 && flash_splits_ <= kDecodeMaxSplits,
                "BLOCKFLASH_FLASH_SPLITS must be in [1, ", kDecodeMaxSplits, "], got '", e, "'");
     }
+    // BLOCKFLASH_ATTENTION_PREP_FOLD=0: the attention inputs' preparation as its own kernel
+    // in decode steps too (fused_gated_attention declines; A/B runs, tests).
+    if (const char* e = std::getenv("BLOCKFLASH_ATTENTION_PREP_FOLD"))
+      fold_attention_prep_ = std::string(e) != "0";
     // BLOCKFLASH_GDN_DECODE_SPLIT=1|2|4 pins the fused GDN decode's blocks per value head
     // (gdn_decode_split; tests, A/B).
     if (const char* e = std::getenv("BLOCKFLASH_GDN_DECODE_SPLIT")) {
@@ -1240,9 +1244,45 @@ class CudaBackend final : public Backend {
                                 const Tensor& q_norm, const Tensor& k_norm, float eps,
                                 int32_t rotary_dim, float theta, const ForwardBatch& batch,
                                 KvCache& cache, Tensor& q_out) override {
-    const char* op = "prepare_attention_inputs";
+    AttentionPrepArgs a = prep_args(q_and_gate, k_raw, v, q_norm, k_norm, eps, rotary_dim, theta,
+                                    batch, cache, q_out, "prepare_attention_inputs");
+    a.q_out = q_out.raw();
+    a.q_out_dt = dt_of(q_out, "prepare_attention_inputs", "q_out");
+    launch_attention_prep(a, device_batch(batch, q_out.dim(0), "prepare_attention_inputs"),
+                          ctx_.stream);
+  }
+
+  // Decode batches (one new token per sequence) whose attention the SIMT kernel takes, up to 8
+  // query heads per KV head: the preparation folds into that kernel (AttnArgs::fold_prep),
+  // saving a launch and its wait per attention layer, and the K/V rows of earlier steps load
+  // before the kernel waits for the projection. BLOCKFLASH_ATTENTION_PREP_FOLD=0 turns it off.
+  bool fused_gated_attention(const Tensor& q_and_gate, const Tensor& k_raw, const Tensor& v,
+                             const Tensor& q_norm, const Tensor& k_norm, float eps,
+                             int32_t rotary_dim, float theta, const ForwardBatch& batch,
+                             KvCache& cache, const AttentionParams& params, Tensor& out) override {
+    if (!fold_attention_prep_ || !fold_attention_gate_ || !params.causal ||
+        params.sliding_window > 0 || batch.seqs.empty() || cache.k.rank() != 4 ||
+        out.rank() != 3 || cache.k.dim(2) == 0 || out.dim(1) % cache.k.dim(2) != 0 ||
+        out.dim(1) / cache.k.dim(2) > 8 || q_and_gate.device() != Device::kCUDA ||
+        q_and_gate.dtype() != out.dtype() || cache.k.dtype() != out.dtype())
+      return false;
+    for (const BatchSequence& seq : batch.seqs)
+      if (seq.query_len != 1) return false;
+    const AttentionPrepArgs prep = prep_args(q_and_gate, k_raw, v, q_norm, k_norm, eps, rotary_dim,
+                                             theta, batch, cache, out, "fused_gated_attention");
+    check_attention_gate(out, q_and_gate.reshape({out.dim(0) * out.dim(1), 2 * out.dim(2)}),
+                         out.dim(2));
+    return attend(Tensor(), cache, batch, params, out, &q_and_gate, out.dim(2), &prep);
+  }
+
+  // prepare_attention_inputs' checks and arguments (all but q_out's), for shape_of's [T, Hq, hd].
+  AttentionPrepArgs prep_args(const Tensor& q_and_gate, const Tensor& k_raw, const Tensor& v,
+                              const Tensor& q_norm, const Tensor& k_norm, float eps,
+                              int32_t rotary_dim, float theta, const ForwardBatch& batch,
+                              KvCache& cache, const Tensor& shape_of, const char* op) {
     check_cache(cache, op);
     const int64_t hkv = cache.k.dim(2), hd = cache.k.dim(3);
+    const Tensor& q_out = shape_of;
     BF_CHECK(q_out.rank() == 3 && q_out.dim(2) == hd && q_out.dim(1) % hkv == 0, op,
              ": q_out must be [T, Hq, hd=", hd, "], got ", shape_string(q_out.shape()));
     const int64_t T = q_out.dim(0), hq = q_out.dim(1);
@@ -1265,14 +1305,12 @@ class CudaBackend final : public Backend {
     a.v = v.raw();
     a.q_norm = q_norm.raw();
     a.k_norm = k_norm.raw();
-    a.q_out = q_out.raw();
     a.cache_k = cache.k.raw();
     a.cache_v = cache.v.raw();
     a.q_dt = dt_of(q_and_gate, op, "q_and_gate");
     a.k_dt = dt_of(k_raw, op, "k_raw");
     a.v_dt = dt_of(v, op, "v");
     a.w_dt = dt_of(q_norm, op, "q_norm");
-    a.q_out_dt = dt_of(q_out, op, "q_out");
     a.cache_dt = dt_of(cache.k, op, "cache.k");
     a.hq = static_cast<int>(hq);
     a.hkv = static_cast<int>(hkv);
@@ -1280,7 +1318,7 @@ class CudaBackend final : public Backend {
     a.rotary_dim = rotary_dim;
     a.eps = eps;
     a.theta = theta;
-    launch_attention_prep(a, device_batch(batch, T, op), ctx_.stream);
+    return a;
   }
   void paged_attention(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
                        const AttentionParams& params, Tensor& out) override {
@@ -1302,22 +1340,25 @@ class CudaBackend final : public Backend {
 
   // paged_attention, with an output gate when gate_rows is given (paged_attention_gated);
   // false, launching nothing, where the gate cannot be folded (rows for the flash kernels).
+  // prep: the preparation to fold into the SIMT kernel (single-token decodes; q is then
+  // undefined and out gives the shape).
   bool attend(const Tensor& q, const KvCache& cache, const ForwardBatch& batch,
               const AttentionParams& params, Tensor& out, const Tensor* gate_rows,
-              int64_t gate_begin) {
+              int64_t gate_begin, const AttentionPrepArgs* prep = nullptr) {
     const char* op = "paged_attention";
     check_cache(cache, op);
     const int64_t num_blocks = cache.k.dim(0), block_size = cache.k.dim(1);
     const int64_t hkv = cache.k.dim(2), hd = cache.k.dim(3);
-    BF_CHECK(q.dtype() == cache.k.dtype() && out.dtype() == cache.k.dtype(), op,
+    const Tensor& shaped = prep != nullptr ? out : q;
+    BF_CHECK(shaped.dtype() == cache.k.dtype() && out.dtype() == cache.k.dtype(), op,
              ": q, out and the cache must have one dtype on CUDA");
-    dt_of(q, op, "q");
+    dt_of(shaped, op, "q");
     dt_of(out, op, "out");
-    BF_CHECK(q.rank() == 3 && q.dim(2) == hd && q.dim(1) % hkv == 0, op,
+    BF_CHECK(shaped.rank() == 3 && shaped.dim(2) == hd && shaped.dim(1) % hkv == 0, op,
              ": q must be [T, Hq, hd=", hd, "] with Hq a multiple of Hkv=", hkv, ", got ",
-             shape_string(q.shape()));
-    BF_CHECK(out.shape() == q.shape(), op, ": out has shape ", shape_string(out.shape()));
-    const int64_t T = q.dim(0), hq = q.dim(1);
+             shape_string(shaped.shape()));
+    BF_CHECK(out.shape() == shaped.shape(), op, ": out has shape ", shape_string(out.shape()));
+    const int64_t T = shaped.dim(0), hq = shaped.dim(1);
     for (size_t s = 0; s < batch.seqs.size(); ++s) {
       const BatchSequence& seq = batch.seqs[s];
       const int64_t need = (seq.kv_len() + block_size - 1) / block_size;
@@ -1340,7 +1381,11 @@ class CudaBackend final : public Backend {
                        (block_size & (block_size - 1)) == 0 && params.scale > 0.0f;
     const DeviceBatch& d = device_batch(batch, T, op);
     AttnArgs a;
-    a.q = q.raw();
+    a.q = prep != nullptr ? nullptr : q.raw();
+    if (prep != nullptr) {
+      a.fold_prep = true;
+      a.prep = *prep;
+    }
     a.out = out.raw();
     a.k_cache = cache.k.raw();
     a.v_cache = cache.v.raw();
@@ -1839,6 +1884,7 @@ class CudaBackend final : public Backend {
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   int flash_min_query_len_ = kFlashMinQueryLen;  // BLOCKFLASH_FLASH_MIN_QUERY_LEN
   int flash_splits_ = 0;  // BLOCKFLASH_FLASH_SPLITS (0: flash_split_layout decides)
+  bool fold_attention_prep_ = true;  // BLOCKFLASH_ATTENTION_PREP_FOLD
   int gdn_decode_split_ = 0;  // BLOCKFLASH_GDN_DECODE_SPLIT (0: gdn_decode_split decides)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};

@@ -224,6 +224,12 @@ struct AttnArgs {
   int flash_splits = 1, flash_split_len = 0;
   float* flash_partial_o = nullptr;   // [flash_splits, T, hq, hd]
   float* flash_partial_ml = nullptr;  // [flash_splits, T, hq, 2]
+  // Single-token decodes with the inputs' preparation folded in (fused_gated_attention; SIMT
+  // kernel, hq / hkv <= 8; q unused): each block normalises, rotates and scales its heads' q
+  // from prep.q_and_gate itself, and the block whose key range holds the token's own position
+  // first writes that token's k and v into the cache, as prepare_attention_inputs does.
+  bool fold_prep = false;
+  AttentionPrepArgs prep;
 };
 // out[m, n] = x[m, k] · w[n, k]ᵀ, warp per output element (shapes cuBLASLt declines).
 void launch_matmul_simt(const void* x, int x_dt, const void* w, int w_dt, void* out, int out_dt,

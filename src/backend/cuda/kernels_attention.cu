@@ -62,10 +62,11 @@ struct LaneSlice {
       kBytes >= 16, uint4,
       std::conditional_t<kBytes == 8, uint2, std::conditional_t<kBytes == 4, uint32_t, uint16_t>>>;
   Word w[kWords];
-  __device__ __forceinline__ void load(const T* row, int lane) {
+  // coherent: through L2 (rows this kernel wrote), else the read-only path.
+  __device__ __forceinline__ void load(const T* row, int lane, bool coherent) {
     const Word* src = reinterpret_cast<const Word*>(row + lane * V);
 #pragma unroll
-    for (int i = 0; i < kWords; ++i) w[i] = __ldg(src + i);
+    for (int i = 0; i < kWords; ++i) w[i] = coherent ? __ldcg(src + i) : __ldg(src + i);
   }
   __device__ __forceinline__ float at(int e) const {
     return to_f(reinterpret_cast<const T*>(w)[e]);
@@ -116,6 +117,53 @@ __device__ __forceinline__ void key_offsets(const AttnArgs& a, const int32_t* ta
   }
 }
 
+// The folded preparation (AttnArgs::fold_prep), in prepare_attention_inputs' arithmetic.
+// Before the wait: the RoPE angles of the token's position, one (cos, sin) per rotated pair.
+template <int HD>
+__device__ __forceinline__ void rope_table(const AttentionPrepArgs& p, float pos, float* cs,
+                                           float* sn) {
+  const int half = p.rotary_dim / 2;
+  for (int pair = threadIdx.x; pair < half; pair += blockDim.x) {
+    // As the rope kernel (HF in f32): inv_freq = 1 / theta^(2i / rotary_dim).
+    const float inv_freq =
+        1.0f / powf(p.theta, static_cast<float>(2 * pair) / static_cast<float>(p.rotary_dim));
+    sincosf(pos * inv_freq, &sn[pair], &cs[pair]);
+  }
+}
+
+// One warp: the zero-centred RMSNorm of a head's row (elements lane, lane + 32, ...), into row.
+template <int HD>
+__device__ __forceinline__ void norm_row(const void* src, int src_dt, int64_t base, const void* w,
+                                         int w_dt, float eps, int lane, float* row) {
+  float x[HD / 32];
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int i = 0; i < HD / 32; ++i) {
+    x[i] = ld(src, src_dt, base + lane + 32 * i);
+    sum_sq += x[i] * x[i];
+  }
+  const float scale = rsqrtf(warp_sum<32>(sum_sq) / static_cast<float>(HD) + eps);
+#pragma unroll
+  for (int i = 0; i < HD / 32; ++i) row[lane + 32 * i] = x[i] * (scale * (1.0f + ld(w, w_dt, lane + 32 * i)));
+}
+
+// NeoX RoPE of a normalised row in place, by the block's threads from `first` on (pair e owns
+// elements e and e + half); every element then goes through `store`.
+template <int HD, typename Store>
+__device__ __forceinline__ void rotate_row(float* row, int rotary_dim, const float* cs,
+                                           const float* sn, int thread, int threads, Store store) {
+  const int half = rotary_dim / 2;
+  for (int e = thread; e < HD; e += threads) {
+    if (e < half) {
+      const float x1 = row[e], x2 = row[e + half];
+      store(e, x1 * cs[e] - x2 * sn[e]);
+      store(e + half, x2 * cs[e] + x1 * sn[e]);
+    } else if (e >= rotary_dim) {
+      store(e, row[e]);
+    }
+  }
+}
+
 template <int HD, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_simt_kernel(AttnArgs a, DeviceBatch b) {
@@ -148,22 +196,63 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bool work = split < splits.num_splits &&
                     (si < 0 || seq.query_len < a.simt_skip_query_len);  // else: flash rows
   if (work && first < keys.hi) key_offsets(a, table, kvh, HD, keys, first, off);
-  pdl_wait();
-  if (!work) return;
-
+  // With the preparation folded in, the block whose keys hold the token's own position writes
+  // that key and value first, then reads its rows through L2.
+  const int own = seq.num_computed + (t - seq.query_start);
+  const bool writes_own = a.fold_prep && work && si >= 0 && keys.lo <= own && own < keys.hi &&
+                          b.slot_mapping[t] >= 0;
   const T* kc = static_cast<const T*>(a.k_cache);
   const T* vc = static_cast<const T*>(a.v_cache);
   LaneSlice<HD, T> kk[kKeysPerStep], vv[kKeysPerStep];
   auto load_rows = [&] {
 #pragma unroll
     for (int u = 0; u < kKeysPerStep; ++u) {
-      kk[u].load(kc + off[u], lane);
-      vv[u].load(vc + off[u], lane);
+      kk[u].load(kc + off[u], lane, writes_own);
+      vv[u].load(vc + off[u], lane, writes_own);
     }
   };
-  if (first < keys.hi) load_rows();  // the first step's rows fly while q is staged
-  const T* q = static_cast<const T*>(a.q) + (static_cast<int64_t>(t) * a.hq + h0) * HD;
-  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) sm_q[i / HD][i % HD] = to_f(q[i]) * a.scale;
+  // A warp whose first rows all lie before this step's tokens (written by earlier steps, which
+  // are complete) loads them before the wait, so their latency overlaps the kernels before.
+  const bool early = work && first < keys.hi && min(first + kKeysPerStep, keys.hi) <= seq.num_computed;
+  if (early) load_rows();
+  __shared__ float sm_cs[HD / 2], sm_sn[HD / 2], sm_k[HD];
+  if (a.fold_prep && work && si >= 0) rope_table<HD>(a.prep, static_cast<float>(b.positions[t]), sm_cs, sm_sn);
+  pdl_wait();
+  if (!work) return;
+
+  if (a.fold_prep) {
+    // q of the block's heads (and the own key) normalised, then rotated, rounded to the type
+    // prepare_attention_inputs stores, scaled.
+    const AttentionPrepArgs& p = a.prep;
+    if (si >= 0) {
+      for (int g = warp; g < G; g += kWarps)
+        norm_row<HD>(p.q_and_gate, p.q_dt, (static_cast<int64_t>(t) * a.hq + h0 + g) * 2 * HD,
+                     p.q_norm, p.w_dt, p.eps, lane, sm_q[g]);
+      if (writes_own && warp == G % kWarps)
+        norm_row<HD>(p.k_raw, p.k_dt, (static_cast<int64_t>(t) * a.hkv + kvh) * HD, p.k_norm,
+                     p.w_dt, p.eps, lane, sm_k);
+    }
+    __syncthreads();
+    if (si >= 0) {
+      for (int g = 0; g < G; ++g)
+        rotate_row<HD>(sm_q[g], p.rotary_dim, sm_cs, sm_sn, threadIdx.x, blockDim.x,
+                       [&](int e, float y) { sm_q[g][e] = to_f(static_cast<T>(y)) * a.scale; });
+      if (writes_own) {
+        const int64_t at = (static_cast<int64_t>(b.slot_mapping[t]) * a.hkv + kvh) * HD;
+        rotate_row<HD>(sm_k, p.rotary_dim, sm_cs, sm_sn, threadIdx.x, blockDim.x,
+                       [&](int e, float y) { st(p.cache_k, p.cache_dt, at + e, y); });
+        for (int e = threadIdx.x; e < HD; e += blockDim.x)
+          st(p.cache_v, p.cache_dt, at + e,
+             ld(p.v, p.v_dt, (static_cast<int64_t>(t) * a.hkv + kvh) * HD + e));
+      }
+    }
+    __syncthreads();  // q staged; the own key and value written (visible to the block)
+    if (first < keys.hi && !early) load_rows();
+  } else {
+    if (first < keys.hi && !early) load_rows();  // the first step's rows fly while q is staged
+    const T* q = static_cast<const T*>(a.q) + (static_cast<int64_t>(t) * a.hq + h0) * HD;
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x) sm_q[i / HD][i % HD] = to_f(q[i]) * a.scale;
+  }
   for (int g = 0; g < G; ++g) {
 #pragma unroll
     for (int e = 0; e < V; ++e) sm_o[warp][g][lane * V + e] = 0.0f;
