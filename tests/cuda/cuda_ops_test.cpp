@@ -593,6 +593,22 @@ void attention_case(Backend& cpu, Backend& gpu, std::mt19937& rng, const AttnCas
   EXPECT_TRUE(close(gpu.to_host(got_gated), gpu.to_host(unfused), 0.0)) << "gated vs unfused";
 }
 
+// prepare_attention_inputs' operands for T tokens: a random cache of nb blocks, [q | gate]
+// rows, k and v rows, the two norms' weights.
+struct PrepInputs {
+  Tensor kc, vc, qg, k, v, qw, kw;
+};
+PrepInputs random_prep_inputs(int T, int nb, int block_size, int hq, int hkv, int hd,
+                              std::mt19937& rng) {
+  return PrepInputs{rand_bf16({nb, block_size, hkv, hd}, rng, -2, 2),
+                    rand_bf16({nb, block_size, hkv, hd}, rng),
+                    rand_bf16({T * hq, 2 * hd}, rng, -3, 3),
+                    rand_bf16({T * hkv, hd}, rng, -3, 3),
+                    rand_bf16({T, hkv, hd}, rng),
+                    rand_bf16({hd}, rng, -0.5, 0.5),
+                    rand_bf16({hd}, rng, -0.5, 0.5)};
+}
+
 // The fused q/k norm + partial RoPE + cache write against the CPU's composition of the
 // unfused ops; one token maps to slot -1 (a padding row) and must leave the cache alone.
 TEST_F(CudaOps, PrepareAttentionInputs) {
@@ -605,11 +621,7 @@ TEST_F(CudaOps, PrepareAttentionInputs) {
     batch.slot_mapping[6] = -1;
     batch.positions[2] = 65000;  // a large angle
     const int T = batch.num_tokens();
-    Tensor kc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_, -2, 2);
-    Tensor vc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_);
-    Tensor qg = rand_bf16({T * c.hq, 2 * c.hd}, rng_, -3, 3);
-    Tensor k = rand_bf16({T * c.hkv, c.hd}, rng_, -3, 3), v = rand_bf16({T, c.hkv, c.hd}, rng_);
-    Tensor qw = rand_bf16({c.hd}, rng_, -0.5, 0.5), kw = rand_bf16({c.hd}, rng_, -0.5, 0.5);
+    const auto [kc, vc, qg, k, v, qw, kw] = random_prep_inputs(T, nb, block_size, c.hq, c.hkv, c.hd, rng_);
     KvCache cpu_cache{host_copy(kc), host_copy(vc)};
     KvCache gpu_cache{to_device(*gpu_, kc), to_device(*gpu_, vc)};
     Tensor want = Tensor::empty({T, c.hq, c.hd});
@@ -646,11 +658,8 @@ TEST_F(CudaOps, FusedGatedAttentionDecode) {
       ForwardBatch batch = make_batch(specs, block_size, nb, rng_);
       if (specs.size() > 1) batch.positions[1] = 65000;  // a large angle
       const int T = batch.num_tokens();
-      Tensor kc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_, -2, 2);
-      Tensor vc = rand_bf16({nb, block_size, c.hkv, c.hd}, rng_);
-      Tensor qg = rand_bf16({T * c.hq, 2 * c.hd}, rng_, -3, 3);
-      Tensor k = rand_bf16({T * c.hkv, c.hd}, rng_, -3, 3), v = rand_bf16({T, c.hkv, c.hd}, rng_);
-      Tensor qw = rand_bf16({c.hd}, rng_, -0.5, 0.5), kw = rand_bf16({c.hd}, rng_, -0.5, 0.5);
+      const auto [kc, vc, qg, k, v, qw, kw] =
+          random_prep_inputs(T, nb, block_size, c.hq, c.hkv, c.hd, rng_);
       AttentionParams p{.scale = 1.0f / std::sqrt(float(c.hd)), .causal = true};
 
       KvCache cpu_cache{host_copy(kc), host_copy(vc)};
