@@ -424,10 +424,10 @@ TEST_F(CudaOps, GatedDeltaRule) {
 // kernels 4, 3 and 8, sequences with and without a state; states compared too.
 // Batches with a multi-token sequence or verify snapshots are not its (undefined result,
 // nothing written).
-// Each case runs with 1, 2 and 4 blocks per value head (BLOCKFLASH_GDN_DECODE_SPLIT) and with
-// the automatic choice (4 for these small grids).
+// Each case runs with 1, 2 and 4 blocks per value head (BLOCKFLASH_GDN_DECODE_SPLIT), the
+// automatic choice (4 for these small grids, where the clusters fit) and the default (1).
 TEST_F(CudaOps, GatedDeltaNetDecodeFused) {
-  for (const char* split : {"1", "2", "4", ""}) {
+  for (const char* split : {"1", "2", "4", "auto", ""}) {
     SCOPED_TRACE(testing::Message() << "split '" << split << "'");
     if (*split != 0)
       setenv("BLOCKFLASH_GDN_DECODE_SPLIT", split, 1);
@@ -643,6 +643,9 @@ TEST_F(CudaOps, PrepareAttentionInputs) {
 // alone) to past the split-KV threshold, one position far out (a large angle). The cache must
 // hold the same new K/V afterwards. Batches it cannot take are declined untouched.
 TEST_F(CudaOps, FusedGatedAttentionDecode) {
+  setenv("BLOCKFLASH_ATTENTION_PREP_FOLD", "1", 1);  // off by default (cuda_backend.cpp)
+  gpu_ = make_cuda_backend();
+  unsetenv("BLOCKFLASH_ATTENTION_PREP_FOLD");
   struct Case { int hq, hkv, hd, rotary; };
   for (const Case c : {Case{16, 2, 256, 64}, Case{24, 4, 256, 64}, Case{8, 2, 128, 32},
                        Case{8, 8, 64, 32}, Case{4, 1, 32, 16}}) {

@@ -288,16 +288,19 @@ class CudaBackend final : public Backend {
       BF_CHECK(flash_splits_ >= 1 && flash_splits_ <= kDecodeMaxSplits,
                "BLOCKFLASH_FLASH_SPLITS must be in [1, ", kDecodeMaxSplits, "], got '", e, "'");
     }
-    // BLOCKFLASH_ATTENTION_PREP_FOLD=0: the attention inputs' preparation as its own kernel
-    // in decode steps too (fused_gated_attention declines; A/B runs, tests).
+    // BLOCKFLASH_ATTENTION_PREP_FOLD=1: the attention inputs' preparation folded into decode
+    // attention (fused_gated_attention). Off by default until it has run on a GPU (written in
+    // session 19 when no device was lent; tests and A/B runs turn it on).
     if (const char* e = std::getenv("BLOCKFLASH_ATTENTION_PREP_FOLD"))
-      fold_attention_prep_ = std::string(e) != "0";
-    // BLOCKFLASH_GDN_DECODE_SPLIT=1|2|4 pins the fused GDN decode's blocks per value head
-    // (gdn_decode_split; tests, A/B).
+      fold_attention_prep_ = std::string(e) == "1";
+    // BLOCKFLASH_GDN_DECODE_SPLIT=1|2|4|auto: the fused GDN decode's blocks per value head.
+    // Default 1: clusters of 2 and 4 lost at 35B-A3B batch 1 and 2 and tied at 27B batch 1 on
+    // the H100 (bench/NOTES.md, session 19); auto is gdn_decode_split's choice.
     if (const char* e = std::getenv("BLOCKFLASH_GDN_DECODE_SPLIT")) {
-      gdn_decode_split_ = std::atoi(e);
-      BF_CHECK(gdn_decode_split_ == 1 || gdn_decode_split_ == 2 || gdn_decode_split_ == 4,
-               "BLOCKFLASH_GDN_DECODE_SPLIT must be 1, 2 or 4, got '", e, "'");
+      gdn_decode_split_ = std::string(e) == "auto" ? 0 : std::atoi(e);
+      BF_CHECK(gdn_decode_split_ == 0 || gdn_decode_split_ == 1 || gdn_decode_split_ == 2 ||
+                   gdn_decode_split_ == 4,
+               "BLOCKFLASH_GDN_DECODE_SPLIT must be 1, 2, 4 or auto, got '", e, "'");
     }
     // BLOCKFLASH_FLASH_MIN_QUERY_LEN=N: sequences with at least N queries go to the flash
     // (tensor-core) kernels, shorter ones to the split-KV simt kernel (A/B runs, tests).
@@ -1255,7 +1258,7 @@ class CudaBackend final : public Backend {
   // Decode batches (one new token per sequence) whose attention the SIMT kernel takes, up to 8
   // query heads per KV head: the preparation folds into that kernel (AttnArgs::fold_prep),
   // saving a launch and its wait per attention layer, and the K/V rows of earlier steps load
-  // before the kernel waits for the projection. BLOCKFLASH_ATTENTION_PREP_FOLD=0 turns it off.
+  // before the kernel waits for the projection. Only with BLOCKFLASH_ATTENTION_PREP_FOLD=1.
   bool fused_gated_attention(const Tensor& q_and_gate, const Tensor& k_raw, const Tensor& v,
                              const Tensor& q_norm, const Tensor& k_norm, float eps,
                              int32_t rotary_dim, float theta, const ForwardBatch& batch,
@@ -1884,8 +1887,8 @@ class CudaBackend final : public Backend {
   int flash_tile_ = 0;  // BLOCKFLASH_FLASH_TILE=64|128: pinned flash query tile (0: default)
   int flash_min_query_len_ = kFlashMinQueryLen;  // BLOCKFLASH_FLASH_MIN_QUERY_LEN
   int flash_splits_ = 0;  // BLOCKFLASH_FLASH_SPLITS (0: flash_split_layout decides)
-  bool fold_attention_prep_ = true;  // BLOCKFLASH_ATTENTION_PREP_FOLD
-  int gdn_decode_split_ = 0;  // BLOCKFLASH_GDN_DECODE_SPLIT (0: gdn_decode_split decides)
+  bool fold_attention_prep_ = false;  // BLOCKFLASH_ATTENTION_PREP_FOLD
+  int gdn_decode_split_ = 1;  // BLOCKFLASH_GDN_DECODE_SPLIT (0, auto: gdn_decode_split decides)
   static constexpr size_t kStagingBytes = size_t{32} << 20;
   void* staging_[2] = {nullptr, nullptr};
   cudaEvent_t staging_event_[2] = {nullptr, nullptr};

@@ -158,7 +158,7 @@ struct GdnDecodeArgs {
   unsigned* counters = nullptr; int64_t num_counters = 0;
   // Blocks per (sequence, value head): 1, 2 or 4 (a cluster sharing the head's columns), or 0
   // for gdn_decode_split's choice on num_sms SMs.
-  int split = 0, num_sms = 132;
+  int split = 1, num_sms = 132;
 };
 // The fused decode's blocks per (sequence, value head): `forced` when set, else the most of
 // 4 and 2 whose grid still has a block per SM (35B-A3B's 32 value heads: 4 at batch 1, 2 at

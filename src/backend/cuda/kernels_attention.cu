@@ -211,9 +211,12 @@ __global__ void __launch_bounds__(kWarps * 32)
       vv[u].load(vc + off[u], lane, writes_own);
     }
   };
-  // A warp whose first rows all lie before this step's tokens (written by earlier steps, which
-  // are complete) loads them before the wait, so their latency overlaps the kernels before.
-  const bool early = work && first < keys.hi && min(first + kKeysPerStep, keys.hi) <= seq.num_computed;
+  // With the preparation folded in, a warp whose first rows all lie before this step's tokens
+  // (written by earlier steps, which are complete) loads them before the wait, so their
+  // latency overlaps the kernels before. (Valid for any batch; kept to the folded form, the
+  // switched one, until it has run on a GPU.)
+  const bool early = a.fold_prep && work && first < keys.hi &&
+                     min(first + kKeysPerStep, keys.hi) <= seq.num_computed;
   if (early) load_rows();
   __shared__ float sm_cs[HD / 2], sm_sn[HD / 2], sm_k[HD];
   if (a.fold_prep && work && si >= 0) rope_table<HD>(a.prep, static_cast<float>(b.positions[t]), sm_cs, sm_sn);
