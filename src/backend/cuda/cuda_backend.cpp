@@ -1278,14 +1278,14 @@ class CudaBackend final : public Backend {
     return attend(Tensor(), cache, batch, params, out, &q_and_gate, out.dim(2), &prep);
   }
 
-  // prepare_attention_inputs' checks and arguments (all but q_out's), for shape_of's [T, Hq, hd].
+  // prepare_attention_inputs' checks and arguments but q_out's, for q rows shaped like q_out
+  // ([T, Hq, hd]: the attention output when the preparation is folded).
   AttentionPrepArgs prep_args(const Tensor& q_and_gate, const Tensor& k_raw, const Tensor& v,
                               const Tensor& q_norm, const Tensor& k_norm, float eps,
                               int32_t rotary_dim, float theta, const ForwardBatch& batch,
-                              KvCache& cache, const Tensor& shape_of, const char* op) {
+                              KvCache& cache, const Tensor& q_out, const char* op) {
     check_cache(cache, op);
     const int64_t hkv = cache.k.dim(2), hd = cache.k.dim(3);
-    const Tensor& q_out = shape_of;
     BF_CHECK(q_out.rank() == 3 && q_out.dim(2) == hd && q_out.dim(1) % hkv == 0, op,
              ": q_out must be [T, Hq, hd=", hd, "], got ", shape_string(q_out.shape()));
     const int64_t T = q_out.dim(0), hq = q_out.dim(1);

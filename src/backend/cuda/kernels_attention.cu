@@ -147,8 +147,8 @@ __device__ __forceinline__ void norm_row(const void* src, int src_dt, int64_t ba
   for (int i = 0; i < HD / 32; ++i) row[lane + 32 * i] = x[i] * (scale * (1.0f + ld(w, w_dt, lane + 32 * i)));
 }
 
-// NeoX RoPE of a normalised row in place, by the block's threads from `first` on (pair e owns
-// elements e and e + half); every element then goes through `store`.
+// NeoX RoPE of a normalised row, shared by `threads` threads (this one is `thread`): pair e
+// (e < half) owns elements e and e + half, so `store` may write the row in place.
 template <int HD, typename Store>
 __device__ __forceinline__ void rotate_row(float* row, int rotary_dim, const float* cs,
                                            const float* sn, int thread, int threads, Store store) {

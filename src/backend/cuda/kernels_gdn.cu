@@ -22,7 +22,7 @@ __global__ void conv1d_kernel(const void* x, int x_dt, const void* w, int w_dt, 
     return;
   }
   const int history = kernel - 1;
-  float win[kMaxTaps - 1 > 0 ? kMaxTaps - 1 : 1];  // the last `history` inputs, oldest first
+  float win[kMaxTaps - 1];  // the last `history` inputs, oldest first
   float wt[kMaxTaps];
   // The weights and this channel's conv state (last written by this layer's kernel in an
   // earlier forward pass) are read before waiting for the projection just before; its output
